@@ -1,0 +1,261 @@
+#include "engine/runtime/engine.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+#include "engine/common/logging.h"
+#include "engine/common/status_macros.h"
+#include "engine/runtime/kv_cache.h"
+#include "engine/runtime/model_runner.h"
+
+namespace kvserve::engine {
+
+// Everything the engine knows about one live sequence.
+struct Engine::SequenceState {
+  explicit SequenceState(const SamplingParams& params) : sampler(params) {}
+
+  std::vector<TokenId> tokens;   // Prompt followed by generated tokens.
+  int32_t prompt_length = 0;
+  int32_t num_computed = 0;      // Leading tokens whose K/V are in the cache.
+  std::vector<BlockId> blocks;   // Block table: covers positions [0, blocks.size() * block_size).
+  Sampler sampler;
+};
+
+namespace {
+
+int64_t BlocksFor(int64_t tokens, int32_t block_size) {
+  return (tokens + block_size - 1) / block_size;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
+  if (options.kv_block_size <= 0) {
+    return absl::InvalidArgumentError("kv_block_size must be positive");
+  }
+  if (options.max_batch_tokens <= 0) {
+    return absl::InvalidArgumentError("max_batch_tokens must be positive");
+  }
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<ModelFile> model,
+                      LoadModelFile(options.model_path, options.tokenizer_path));
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<BpeTokenizer> tokenizer, BpeTokenizer::Create(model->vocab));
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<Device> device, Device::Create(options.device));
+  SetComputeThreads(options.num_threads);
+
+  const ModelConfig& c = model->config;
+  KV_ASSIGN_OR_RETURN(
+      std::unique_ptr<ModelRunner> runner,
+      ModelRunner::Create(*model, *device,
+                          {.weight_type = options.weight_type,
+                           .max_batch_tokens = options.max_batch_tokens}));
+
+  const int64_t kv_dim = c.n_kv_heads * c.head_dim;
+  const int64_t block_bytes = KvCache::BlockBytes(c.n_layers, kv_dim, options.kv_block_size);
+  int64_t num_blocks = 0;
+  if (options.kv_cache_bytes > 0) {
+    num_blocks = options.kv_cache_bytes / block_bytes;
+  } else {
+    num_blocks = std::max<int64_t>(1, options.default_kv_sequences) *
+                 BlocksFor(c.context_length, options.kv_block_size);
+  }
+  // At least one full context must fit, or a maximal request could never run.
+  const int64_t min_blocks = BlocksFor(c.context_length, options.kv_block_size);
+  if (num_blocks < min_blocks) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "KV cache of %d blocks (%d bytes each) cannot hold one full context of %d tokens; "
+        "give at least %d MiB",
+        num_blocks, block_bytes, c.context_length, (min_blocks * block_bytes >> 20) + 1));
+  }
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> kv_cache,
+                      KvCache::Create({.num_layers = c.n_layers,
+                                       .kv_dim = kv_dim,
+                                       .block_size = options.kv_block_size,
+                                       .num_blocks = num_blocks}));
+  KV_LOG_INFO("model {}: {} layers, dim {}, {} heads ({} KV), vocab {}, context {}; KV cache {} "
+              "blocks x {} tokens ({} MiB); device {}",
+              c.name, c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.vocab_size,
+              c.context_length, num_blocks, options.kv_block_size,
+              (num_blocks * block_bytes) >> 20, device->Describe());
+  return std::make_unique<Engine>(PrivateKey{}, options, std::move(model), std::move(tokenizer),
+                                  std::move(device), std::move(runner), std::move(kv_cache));
+}
+
+Engine::Engine(PrivateKey, EngineOptions options, std::unique_ptr<ModelFile> model,
+               std::unique_ptr<BpeTokenizer> tokenizer, std::unique_ptr<Device> device,
+               std::unique_ptr<ModelRunner> runner, std::unique_ptr<KvCache> kv_cache)
+    : options_(std::move(options)),
+      model_(std::move(model)),
+      tokenizer_(std::move(tokenizer)),
+      device_(std::move(device)),
+      runner_(std::move(runner)),
+      kv_cache_(std::move(kv_cache)) {}
+
+Engine::~Engine() = default;
+
+const ModelConfig& Engine::config() const { return model_->config; }
+const Vocab& Engine::vocab() const { return model_->vocab; }
+const BpeTokenizer& Engine::tokenizer() const { return *tokenizer_; }
+const ModelFile& Engine::model() const { return *model_; }
+const Device& Engine::device() const { return *device_; }
+const EngineOptions& Engine::options() const { return options_; }
+
+int64_t Engine::parameter_count() const {
+  const ModelWeights& w = model_->weights;
+  int64_t n = w.token_embedding.num_elements() + w.output_norm.num_elements();
+  if (!w.tied_output) n += w.output.num_elements();
+  for (const LayerWeights& l : w.layers) {
+    for (const TensorData* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm,
+                                &l.ffn_gate, &l.ffn_up, &l.ffn_down}) {
+      n += t->num_elements();
+    }
+  }
+  return n;
+}
+
+absl::Status Engine::AddSequence(SequenceId id, SequenceSpec spec) {
+  const ModelConfig& c = model_->config;
+  if (sequences_.contains(id)) {
+    return absl::AlreadyExistsError(absl::StrFormat("sequence %d already exists", id));
+  }
+  if (spec.prompt.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
+  if (static_cast<int64_t>(spec.prompt.size()) >= c.context_length) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("prompt has %d tokens; this model's context is %d tokens",
+                        spec.prompt.size(), c.context_length));
+  }
+  for (size_t i = 0; i < spec.prompt.size(); ++i) {
+    if (spec.prompt[i] < 0 || spec.prompt[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "prompt token %d (at index %d) is outside the vocabulary [0, %d)", spec.prompt[i], i,
+          c.vocab_size));
+    }
+  }
+  KV_RETURN_IF_ERROR(ValidateSamplingParams(spec.sampling));
+  auto state = std::make_unique<SequenceState>(spec.sampling);
+  state->prompt_length = static_cast<int32_t>(spec.prompt.size());
+  state->tokens = std::move(spec.prompt);
+  state->tokens.reserve(c.context_length);
+  sequences_.emplace(id, std::move(state));
+  return absl::OkStatus();
+}
+
+void Engine::RemoveSequence(SequenceId id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return;
+  for (BlockId b : it->second->blocks) kv_cache_->Free(b);
+  sequences_.erase(it);
+}
+
+void Engine::Preempt(SequenceId id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return;
+  SequenceState& s = *it->second;
+  for (BlockId b : s.blocks) kv_cache_->Free(b);
+  s.blocks.clear();
+  s.num_computed = 0;
+}
+
+int32_t Engine::PendingTokens(SequenceId id) const {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return 0;
+  return static_cast<int32_t>(it->second->tokens.size()) - it->second->num_computed;
+}
+
+int32_t Engine::TotalTokens(SequenceId id) const {
+  auto it = sequences_.find(id);
+  return it == sequences_.end() ? 0 : static_cast<int32_t>(it->second->tokens.size());
+}
+
+int64_t Engine::BlocksNeeded(SequenceId id, int32_t n) const {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return 0;
+  const SequenceState& s = *it->second;
+  const int64_t needed = BlocksFor(s.num_computed + n, options_.kv_block_size);
+  return std::max<int64_t>(0, needed - static_cast<int64_t>(s.blocks.size()));
+}
+
+int64_t Engine::free_kv_blocks() const { return kv_cache_->free_blocks(); }
+int64_t Engine::total_kv_blocks() const { return kv_cache_->total_blocks(); }
+int64_t Engine::kv_block_bytes() const { return kv_cache_->block_bytes(); }
+
+absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
+  // Validate the whole plan and its KV needs before changing anything.
+  int64_t total_tokens = 0;
+  int64_t blocks_needed = 0;
+  absl::flat_hash_set<SequenceId> seen;
+  for (const StepPlan::Entry& e : plan.entries) {
+    auto it = sequences_.find(e.sequence);
+    if (it == sequences_.end()) {
+      return absl::InvalidArgumentError(absl::StrFormat("plan names unknown sequence %d", e.sequence));
+    }
+    if (!seen.insert(e.sequence).second) {
+      return absl::InvalidArgumentError(absl::StrFormat("plan names sequence %d twice", e.sequence));
+    }
+    const int32_t pending = PendingTokens(e.sequence);
+    if (e.num_tokens < 1 || e.num_tokens > pending) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "plan asks for %d tokens of sequence %d, which has %d pending", e.num_tokens,
+          e.sequence, pending));
+    }
+    if (it->second->num_computed + e.num_tokens > model_->config.context_length) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "sequence %d would exceed the context length %d", e.sequence,
+          model_->config.context_length));
+    }
+    total_tokens += e.num_tokens;
+    blocks_needed += BlocksNeeded(e.sequence, e.num_tokens);
+  }
+  if (total_tokens > options_.max_batch_tokens) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "plan has %d tokens; the step limit is %d", total_tokens, options_.max_batch_tokens));
+  }
+  if (blocks_needed > kv_cache_->free_blocks()) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "plan needs %d KV blocks; %d are free", blocks_needed, kv_cache_->free_blocks()));
+  }
+
+  // Allocate blocks and pack the ragged batch.
+  ForwardBatch& batch = batch_;
+  batch.tokens.clear();
+  batch.entries.clear();
+  for (const StepPlan::Entry& e : plan.entries) {
+    SequenceState& s = *sequences_.at(e.sequence);
+    const int64_t need = BlocksNeeded(e.sequence, e.num_tokens);
+    for (int64_t i = 0; i < need; ++i) s.blocks.push_back(*kv_cache_->Allocate());
+    ForwardBatch::Entry entry;
+    entry.first = static_cast<int32_t>(batch.tokens.size());
+    entry.count = e.num_tokens;
+    entry.start_position = s.num_computed;
+    entry.blocks = &s.blocks;
+    entry.want_logits = s.num_computed + e.num_tokens == static_cast<int32_t>(s.tokens.size());
+    batch.tokens.insert(batch.tokens.end(), s.tokens.begin() + s.num_computed,
+                        s.tokens.begin() + s.num_computed + e.num_tokens);
+    batch.entries.push_back(entry);
+  }
+
+  KV_ASSIGN_OR_RETURN(absl::Span<const float> logits, runner_->Forward(batch, *kv_cache_));
+
+  StepResult result;
+  result.batch_tokens = static_cast<int32_t>(total_tokens);
+  result.outputs.reserve(plan.entries.size());
+  const int64_t vocab = model_->config.vocab_size;
+  int64_t row = 0;
+  for (size_t i = 0; i < plan.entries.size(); ++i) {
+    SequenceState& s = *sequences_.at(plan.entries[i].sequence);
+    s.num_computed += plan.entries[i].num_tokens;
+    StepResult::Output out{.sequence = plan.entries[i].sequence, .token = std::nullopt};
+    if (batch.entries[i].want_logits) {
+      const TokenId token = s.sampler.Sample(logits.subspan(row * vocab, vocab));
+      ++row;
+      s.tokens.push_back(token);
+      out.token = token;
+    }
+    result.outputs.push_back(out);
+  }
+  return result;
+}
+
+}  // namespace kvserve::engine

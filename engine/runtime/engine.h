@@ -1,0 +1,110 @@
+// Engine: the facade of kvserve's engine. Loads a model, owns the compute device, the paged
+// KV cache and every live sequence, and runs one ragged batch per Step().
+//
+// Thread-safety: Create() and the const accessors (config, tokenizer, model) are safe from
+// any thread once Create returned. Everything else is engine-thread-only (the single thread
+// that also calls oneDNN): no locks inside.
+#ifndef KVSERVE_ENGINE_RUNTIME_ENGINE_H_
+#define KVSERVE_ENGINE_RUNTIME_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/compute/device.h"
+#include "engine/compute/linear.h"
+#include "engine/model/model_file.h"
+#include "engine/runtime/model_runner.h"
+#include "engine/runtime/step.h"
+#include "engine/sampling/sampler.h"
+#include "engine/tokenizer/bpe_tokenizer.h"
+
+namespace kvserve::engine {
+
+struct EngineOptions {
+  std::string model_path;          // GGUF file or llama2.c checkpoint.
+  std::string tokenizer_path;      // llama2.c only: tokenizer .bin (default: beside the model).
+  DeviceKind device = DeviceKind::kCpu;
+  int num_threads = 0;             // oneDNN/OpenMP threads of the engine thread; 0 = all cores.
+  WeightType weight_type = WeightType::kF32;  // Storage of the matrices on the device.
+  int kv_block_size = 16;          // Tokens per KV block.
+  // KV cache capacity in bytes; 0 = room for `default_kv_sequences` full contexts.
+  int64_t kv_cache_bytes = 0;
+  int default_kv_sequences = 8;
+  int max_batch_tokens = 512;      // Largest number of tokens one Step may process.
+};
+
+// What a new sequence asks for.
+struct SequenceSpec {
+  std::vector<TokenId> prompt;     // Non-empty, shorter than the context length.
+  SamplingParams sampling;         // Validated.
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
+  ~Engine();
+
+  const ModelConfig& config() const;
+  const Vocab& vocab() const;
+  const BpeTokenizer& tokenizer() const;
+  const ModelFile& model() const;
+  const Device& device() const;
+  const EngineOptions& options() const;
+  int64_t parameter_count() const;
+
+  // --- Engine thread only ------------------------------------------------------------------
+  // Registers a sequence (no KV is allocated until it is scheduled).
+  // INVALID_ARGUMENT for an empty or too long prompt or out-of-range token ids.
+  absl::Status AddSequence(SequenceId id, SequenceSpec spec);
+  // Forgets a sequence and frees its KV blocks. Unknown ids are ignored.
+  void RemoveSequence(SequenceId id);
+  // Frees a sequence's KV but keeps its tokens (prompt + generated so far); the next steps
+  // recompute them (preemption by recomputation). Its sampler state is kept, so it continues
+  // exactly as it would have.
+  void Preempt(SequenceId id);
+
+  // Tokens of `id` not yet in the KV cache (prompt chunks left, or the last sampled token).
+  int32_t PendingTokens(SequenceId id) const;
+  // Tokens (prompt + generated) of the sequence so far.
+  int32_t TotalTokens(SequenceId id) const;
+  // KV blocks that processing `n` more tokens of `id` needs beyond what it holds.
+  int64_t BlocksNeeded(SequenceId id, int32_t n) const;
+  int64_t free_kv_blocks() const;
+  int64_t total_kv_blocks() const;
+  int64_t kv_block_bytes() const;
+
+  // Runs one forward pass over `plan` (each entry's next `num_tokens` pending tokens, packed
+  // into one ragged batch) and samples a token for each entry whose pending tokens are all
+  // computed. RESOURCE_EXHAUSTED if the KV cache cannot hold the plan (nothing changed then);
+  // INVALID_ARGUMENT for a malformed plan.
+  absl::StatusOr<StepResult> Step(const StepPlan& plan);
+
+ private:
+  struct PrivateKey {};
+
+ public:
+  Engine(PrivateKey, EngineOptions options, std::unique_ptr<ModelFile> model,
+         std::unique_ptr<BpeTokenizer> tokenizer, std::unique_ptr<Device> device,
+         std::unique_ptr<ModelRunner> runner, std::unique_ptr<KvCache> kv_cache);
+
+ private:
+  struct SequenceState;
+
+  const EngineOptions options_;
+  std::unique_ptr<ModelFile> model_;
+  std::unique_ptr<BpeTokenizer> tokenizer_;
+  std::unique_ptr<Device> device_;
+  std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<KvCache> kv_cache_;
+  absl::flat_hash_map<SequenceId, std::unique_ptr<SequenceState>> sequences_;
+  ForwardBatch batch_;  // Reused every step.
+};
+
+}  // namespace kvserve::engine
+
+#endif  // KVSERVE_ENGINE_RUNTIME_ENGINE_H_

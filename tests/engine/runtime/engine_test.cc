@@ -1,0 +1,236 @@
+// The engine against an independent implementation (llama.cpp's outputs for the bundled
+// model) and against itself under batching, chunking and preemption.
+#include "engine/runtime/engine.h"
+#include "engine/tokenizer/incremental_detokenizer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/engine/runtime/reference_data.h"
+
+namespace kvserve::engine {
+namespace {
+
+using ::kvserve::engine::testing::LoadReferenceCases;
+using ::kvserve::engine::testing::ReferenceCase;
+using ::kvserve::engine::testing::SourcePath;
+
+std::unique_ptr<Engine> MakeEngine(EngineOptions options) {
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return std::move(engine).value();
+}
+
+EngineOptions GgufOptions() {
+  EngineOptions options;
+  options.model_path = SourcePath("models/stories260K.gguf");
+  return options;
+}
+
+// Greedy generation of `n` tokens for each prompt, all sequences stepping together with at
+// most `chunk` prompt tokens per sequence per step.
+std::vector<std::vector<TokenId>> GenerateTogether(Engine& engine,
+                                                   const std::vector<std::vector<TokenId>>& prompts,
+                                                   int n, int chunk = 1 << 20) {
+  std::vector<std::vector<TokenId>> out(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_TRUE(engine.AddSequence(i + 1, {.prompt = prompts[i], .sampling = {}}).ok());
+  }
+  while (true) {
+    StepPlan plan;
+    int budget = engine.options().max_batch_tokens;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      if (static_cast<int>(out[i].size()) >= n) continue;
+      const int pending = engine.PendingTokens(i + 1);
+      const int take = std::min({pending, chunk, budget});
+      if (take <= 0) continue;
+      plan.entries.push_back({.sequence = i + 1, .num_tokens = take});
+      budget -= take;
+    }
+    if (plan.empty()) break;
+    absl::StatusOr<StepResult> result = engine.Step(plan);
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (!result.ok()) break;
+    for (const auto& o : result->outputs) {
+      if (o.token.has_value()) out[o.sequence - 1].push_back(*o.token);
+    }
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) engine.RemoveSequence(i + 1);
+  return out;
+}
+
+TEST(EngineReferenceTest, GgufGreedyMatchesLlamaCppTokenForToken) {
+  auto engine = MakeEngine(GgufOptions());
+  for (const ReferenceCase& c : LoadReferenceCases()) {
+    absl::StatusOr<std::vector<TokenId>> ids = engine->tokenizer().Encode(c.prompt, true);
+    ASSERT_TRUE(ids.ok());
+    EXPECT_EQ(*ids, c.prompt_ids) << c.prompt;
+    const auto out = GenerateTogether(*engine, {c.prompt_ids}, c.generated_ids.size());
+    EXPECT_EQ(out[0], c.generated_ids) << c.prompt;
+    IncrementalDetokenizer detokenizer(engine->tokenizer());
+    std::string text;
+    for (TokenId id : out[0]) text += detokenizer.Push(id);
+    text += detokenizer.Flush();
+    EXPECT_EQ(text, c.generated_text) << c.prompt;
+  }
+}
+
+TEST(EngineReferenceTest, Llama2cFilesGiveTheSameOutputAsGguf) {
+  EngineOptions options;
+  options.model_path = SourcePath("models/stories260K.bin");
+  options.tokenizer_path = SourcePath("models/tok512.bin");
+  auto engine = MakeEngine(options);
+  for (const ReferenceCase& c : LoadReferenceCases()) {
+    absl::StatusOr<std::vector<TokenId>> ids = engine->tokenizer().Encode(c.prompt, true);
+    ASSERT_TRUE(ids.ok());
+    EXPECT_EQ(*ids, c.prompt_ids) << c.prompt;
+    const auto out = GenerateTogether(*engine, {c.prompt_ids}, c.generated_ids.size());
+    EXPECT_EQ(out[0], c.generated_ids) << c.prompt;
+  }
+}
+
+TEST(EngineReferenceTest, FirstPositionLogitsAgreeWithinOnePerMille) {
+  auto model = LoadModelFile(SourcePath("models/stories260K.gguf")).value();
+  auto device = Device::Create(DeviceKind::kCpu).value();
+  auto runner = ModelRunner::Create(*model, *device, {.max_batch_tokens = 64}).value();
+  const ModelConfig& c = model->config;
+  auto cache = KvCache::Create({.num_layers = c.n_layers,
+                                .kv_dim = c.n_kv_heads * c.head_dim,
+                                .block_size = 16,
+                                .num_blocks = 4})
+                   .value();
+  for (const ReferenceCase& rc : LoadReferenceCases()) {
+    std::vector<BlockId> blocks;
+    for (int i = 0; i < 4; ++i) blocks.push_back(*cache->Allocate());
+    ForwardBatch batch;
+    batch.tokens = rc.prompt_ids;
+    batch.entries.push_back({.first = 0,
+                             .count = static_cast<int32_t>(rc.prompt_ids.size()),
+                             .start_position = 0,
+                             .blocks = &blocks,
+                             .want_logits = true});
+    absl::StatusOr<absl::Span<const float>> logits = runner->Forward(batch, *cache);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    ASSERT_EQ(logits->size(), static_cast<size_t>(c.vocab_size));
+    for (const auto& [id, expected] : rc.first_top5) {
+      EXPECT_NEAR((*logits)[id], expected, 1e-3 * std::abs(expected)) << rc.prompt << " id " << id;
+    }
+    for (BlockId b : blocks) cache->Free(b);
+  }
+}
+
+// Batch invariance: a request's greedy tokens do not depend on what runs beside it.
+TEST(EngineBatchingTest, GreedyOutputIsTheSameAloneAndAmong31Others) {
+  EngineOptions options = GgufOptions();
+  options.max_batch_tokens = 512;
+  options.default_kv_sequences = 40;
+  auto engine = MakeEngine(options);
+  std::mt19937 rng(7);
+  std::vector<std::vector<TokenId>> prompts;
+  for (int i = 0; i < 32; ++i) {
+    std::vector<TokenId> p = {engine->vocab().bos_id};
+    const int len = 1 + (i * 37) % 90;  // 2..91 tokens: different lengths.
+    for (int t = 0; t < len; ++t) p.push_back(static_cast<TokenId>(259 + rng() % 253));
+    prompts.push_back(std::move(p));
+  }
+  constexpr int kTokens = 24;
+  const auto together = GenerateTogether(*engine, prompts, kTokens, /*chunk=*/32);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto alone = GenerateTogether(*engine, {prompts[i]}, kTokens);
+    EXPECT_EQ(together[i], alone[0]) << "prompt " << i;
+  }
+}
+
+TEST(EngineBatchingTest, ChunkedPrefillGivesTheSameTokens) {
+  auto engine = MakeEngine(GgufOptions());
+  const ReferenceCase c = LoadReferenceCases()[1];
+  for (int chunk : {1, 3, 5, 100}) {
+    const auto out = GenerateTogether(*engine, {c.prompt_ids}, c.generated_ids.size(), chunk);
+    EXPECT_EQ(out[0], c.generated_ids) << "chunk " << chunk;
+  }
+}
+
+TEST(EngineBatchingTest, PreemptedSequenceContinuesExactlyAsBefore) {
+  auto engine = MakeEngine(GgufOptions());
+  const ReferenceCase c = LoadReferenceCases()[0];
+  ASSERT_TRUE(engine->AddSequence(1, {.prompt = c.prompt_ids, .sampling = {}}).ok());
+  std::vector<TokenId> out;
+  const int64_t free_at_start = engine->free_kv_blocks();
+  while (out.size() < c.generated_ids.size()) {
+    if (out.size() == 20 || out.size() == 41) {
+      engine->Preempt(1);
+      EXPECT_EQ(engine->free_kv_blocks(), free_at_start);
+      EXPECT_EQ(engine->PendingTokens(1), engine->TotalTokens(1));
+    }
+    StepPlan plan{{{.sequence = 1, .num_tokens = engine->PendingTokens(1)}}};
+    absl::StatusOr<StepResult> result = engine->Step(plan);
+    ASSERT_TRUE(result.ok()) << result.status();
+    out.push_back(*result->outputs[0].token);
+  }
+  EXPECT_EQ(out, c.generated_ids);
+  engine->RemoveSequence(1);
+  EXPECT_EQ(engine->free_kv_blocks(), free_at_start);
+}
+
+TEST(EngineTest, SeededSamplingIsReproducible) {
+  auto engine = MakeEngine(GgufOptions());
+  const ReferenceCase c = LoadReferenceCases()[2];
+  auto run = [&](uint64_t seed) {
+    EXPECT_TRUE(engine->AddSequence(9, {.prompt = c.prompt_ids,
+                                        .sampling = {.temperature = 1.0f, .seed = seed}})
+                    .ok());
+    std::vector<TokenId> out;
+    while (out.size() < 40) {
+      auto r = engine->Step({{{.sequence = 9, .num_tokens = engine->PendingTokens(9)}}});
+      EXPECT_TRUE(r.ok());
+      out.push_back(*r->outputs[0].token);
+    }
+    engine->RemoveSequence(9);
+    return out;
+  };
+  EXPECT_EQ(run(42), run(42));
+  EXPECT_NE(run(42), run(43));
+}
+
+TEST(EngineTest, RejectsBadSequencesAndPlans) {
+  auto engine = MakeEngine(GgufOptions());
+  EXPECT_EQ(engine->AddSequence(1, {.prompt = {}}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->AddSequence(1, {.prompt = {1, 600}}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->AddSequence(1, {.prompt = std::vector<TokenId>(512, 5)}).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(engine->AddSequence(1, {.prompt = {1, 403}}).ok());
+  EXPECT_EQ(engine->AddSequence(1, {.prompt = {1}}).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(engine->Step({{{.sequence = 2, .num_tokens = 1}}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Step({{{.sequence = 1, .num_tokens = 3}}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Step({{{.sequence = 1, .num_tokens = 1}, {.sequence = 1, .num_tokens = 1}}})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(EngineTest, StepFailsCleanlyWhenKvIsExhausted) {
+  EngineOptions options = GgufOptions();
+  // Exactly one full context (512 tokens / 16 per block = 32 blocks).
+  options.kv_cache_bytes = 32 * KvCache::BlockBytes(5, 32, 16);
+  auto engine = MakeEngine(options);
+  ASSERT_EQ(engine->total_kv_blocks(), 32);
+  std::vector<TokenId> prompt(300, 400);
+  prompt[0] = 1;
+  ASSERT_TRUE(engine->AddSequence(1, {.prompt = prompt}).ok());
+  ASSERT_TRUE(engine->AddSequence(2, {.prompt = prompt}).ok());
+  ASSERT_TRUE(engine->Step({{{.sequence = 1, .num_tokens = 300}}}).ok());
+  const int64_t free_before = engine->free_kv_blocks();
+  EXPECT_EQ(engine->Step({{{.sequence = 2, .num_tokens = 300}}}).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(engine->free_kv_blocks(), free_before);  // Nothing changed.
+}
+
+}  // namespace
+}  // namespace kvserve::engine
