@@ -21,6 +21,8 @@ struct Engine::SequenceState {
   int32_t prompt_length = 0;
   int32_t num_computed = 0;      // Leading tokens whose K/V are in the cache.
   std::vector<BlockId> blocks;   // Block table: covers positions [0, blocks.size() * block_size).
+  std::vector<uint64_t> block_hashes;  // Prefix-cache hashes of the leading full blocks.
+  int32_t cached_prompt_tokens = 0;
   Sampler sampler;
 };
 
@@ -28,6 +30,19 @@ namespace {
 
 int64_t BlocksFor(int64_t tokens, int32_t block_size) {
   return (tokens + block_size - 1) / block_size;
+}
+
+// Prefix-cache hash of a block: its tokens chained with the previous block's hash, so equal
+// hashes mean equal prefixes (up to a 64-bit collision) and equal positions.
+uint64_t ChainHash(uint64_t previous, const TokenId* tokens, int32_t n) {
+  uint64_t h = previous ^ 0x9e3779b97f4a7c15ULL;
+  for (int32_t i = 0; i < n; ++i) {
+    h ^= static_cast<uint32_t>(tokens[i]);
+    h *= 0xbf58476d1ce4e5b9ULL;  // splitmix64 finaliser steps: every input bit reaches every output bit.
+    h ^= h >> 31;
+  }
+  h *= 0x94d049bb133111ebULL;
+  return h ^ (h >> 29);
 }
 
 }  // namespace
@@ -138,8 +153,41 @@ absl::Status Engine::AddSequence(SequenceId id, SequenceSpec spec) {
   state->prompt_length = static_cast<int32_t>(spec.prompt.size());
   state->tokens = std::move(spec.prompt);
   state->tokens.reserve(c.context_length);
+  if (options_.enable_prefix_cache) MatchCachedPrefix(*state);
   sequences_.emplace(id, std::move(state));
   return absl::OkStatus();
+}
+
+void Engine::MatchCachedPrefix(SequenceState& s) {
+  const int32_t bs = options_.kv_block_size;
+  // The block holding the last prompt token is always computed (its logits are needed), so
+  // a shared block is never written.
+  const int32_t max_blocks = (s.prompt_length - 1) / bs;
+  uint64_t hash = 0;
+  for (int32_t k = 0; k < max_blocks; ++k) {
+    const TokenId* tokens = s.tokens.data() + static_cast<int64_t>(k) * bs;
+    hash = ChainHash(hash, tokens, bs);
+    std::optional<BlockId> block = kv_cache_->Lookup(hash, tokens);
+    if (!block.has_value()) break;
+    s.blocks.push_back(*block);
+    s.block_hashes.push_back(hash);
+  }
+  s.num_computed = static_cast<int32_t>(s.blocks.size()) * bs;
+  s.cached_prompt_tokens = s.num_computed;
+  stats_.prefix_cache_query_tokens += s.prompt_length;
+  stats_.prefix_cache_hit_tokens += s.cached_prompt_tokens;
+}
+
+void Engine::RegisterFullBlocks(SequenceState& s) {
+  const int32_t bs = options_.kv_block_size;
+  const int32_t full = s.num_computed / bs;
+  for (int32_t k = static_cast<int32_t>(s.block_hashes.size()); k < full; ++k) {
+    const uint64_t previous = k == 0 ? 0 : s.block_hashes[k - 1];
+    const TokenId* tokens = s.tokens.data() + static_cast<int64_t>(k) * bs;
+    const uint64_t hash = ChainHash(previous, tokens, bs);
+    s.block_hashes.push_back(hash);
+    kv_cache_->RegisterFull(s.blocks[k], hash, tokens);
+  }
 }
 
 void Engine::RemoveSequence(SequenceId id) {
@@ -155,6 +203,7 @@ void Engine::Preempt(SequenceId id) {
   SequenceState& s = *it->second;
   for (BlockId b : s.blocks) kv_cache_->Free(b);
   s.blocks.clear();
+  s.block_hashes.clear();
   s.num_computed = 0;
 }
 
@@ -175,6 +224,11 @@ int64_t Engine::BlocksNeeded(SequenceId id, int32_t n) const {
   const SequenceState& s = *it->second;
   const int64_t needed = BlocksFor(s.num_computed + n, options_.kv_block_size);
   return std::max<int64_t>(0, needed - static_cast<int64_t>(s.blocks.size()));
+}
+
+int32_t Engine::CachedPromptTokens(SequenceId id) const {
+  auto it = sequences_.find(id);
+  return it == sequences_.end() ? 0 : it->second->cached_prompt_tokens;
 }
 
 int64_t Engine::free_kv_blocks() const { return kv_cache_->free_blocks(); }
@@ -238,6 +292,7 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
 
   KV_ASSIGN_OR_RETURN(absl::Span<const float> logits, runner_->Forward(batch, *kv_cache_));
 
+  stats_.computed_tokens += total_tokens;
   StepResult result;
   result.batch_tokens = static_cast<int32_t>(total_tokens);
   result.outputs.reserve(plan.entries.size());
@@ -246,6 +301,7 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
   for (size_t i = 0; i < plan.entries.size(); ++i) {
     SequenceState& s = *sequences_.at(plan.entries[i].sequence);
     s.num_computed += plan.entries[i].num_tokens;
+    if (options_.enable_prefix_cache) RegisterFullBlocks(s);
     StepResult::Output out{.sequence = plan.entries[i].sequence, .token = std::nullopt};
     if (batch.entries[i].want_logits) {
       const TokenId token = s.sampler.Sample(logits.subspan(row * vocab, vocab));

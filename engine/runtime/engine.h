@@ -36,6 +36,14 @@ struct EngineOptions {
   int64_t kv_cache_bytes = 0;
   int default_kv_sequences = 8;
   int max_batch_tokens = 512;      // Largest number of tokens one Step may process.
+  bool enable_prefix_cache = true; // Share KV blocks of identical prompt prefixes.
+};
+
+// Cumulative counters of the engine (for metrics).
+struct EngineStats {
+  int64_t prefix_cache_query_tokens = 0;  // Prompt tokens looked up in the prefix cache.
+  int64_t prefix_cache_hit_tokens = 0;    // Of those, tokens whose KV was reused.
+  int64_t computed_tokens = 0;            // Tokens run through the model.
 };
 
 // What a new sequence asks for.
@@ -58,7 +66,9 @@ class Engine {
   int64_t parameter_count() const;
 
   // --- Engine thread only ------------------------------------------------------------------
-  // Registers a sequence (no KV is allocated until it is scheduled).
+  // Registers a sequence. KV blocks are allocated when it is stepped, except that full blocks
+  // of its prompt prefix found in the prefix cache are shared at once (their tokens do not
+  // become pending).
   // INVALID_ARGUMENT for an empty or too long prompt or out-of-range token ids.
   absl::Status AddSequence(SequenceId id, SequenceSpec spec);
   // Forgets a sequence and frees its KV blocks. Unknown ids are ignored.
@@ -74,6 +84,9 @@ class Engine {
   int32_t TotalTokens(SequenceId id) const;
   // KV blocks that processing `n` more tokens of `id` needs beyond what it holds.
   int64_t BlocksNeeded(SequenceId id, int32_t n) const;
+  // Prompt tokens of `id` whose KV came from the prefix cache.
+  int32_t CachedPromptTokens(SequenceId id) const;
+  const EngineStats& stats() const { return stats_; }
   int64_t free_kv_blocks() const;
   int64_t total_kv_blocks() const;
   int64_t kv_block_bytes() const;
@@ -94,6 +107,8 @@ class Engine {
 
  private:
   struct SequenceState;
+  void MatchCachedPrefix(SequenceState& s);
+  void RegisterFullBlocks(SequenceState& s);
 
   const EngineOptions options_;
   std::unique_ptr<ModelFile> model_;
@@ -103,6 +118,7 @@ class Engine {
   std::unique_ptr<KvCache> kv_cache_;
   absl::flat_hash_map<SequenceId, std::unique_ptr<SequenceState>> sequences_;
   ForwardBatch batch_;  // Reused every step.
+  EngineStats stats_;
 };
 
 }  // namespace kvserve::engine

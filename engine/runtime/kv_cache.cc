@@ -1,6 +1,7 @@
 #include "engine/runtime/kv_cache.h"
 
 #include <memory>
+#include <algorithm>
 #include <new>
 #include <utility>
 
@@ -36,7 +37,12 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& o
 }
 
 KvCache::KvCache(PrivateKey, const KvCacheOptions& options, std::unique_ptr<float[]> data)
-    : options_(options), data_(std::move(data)), allocated_(options.num_blocks, false) {
+    : options_(options),
+      data_(std::move(data)),
+      refs_(options.num_blocks, 0),
+      hash_of_(options.num_blocks),
+      block_tokens_(options.num_blocks * options.block_size, 0),
+      lru_pos_(options.num_blocks, lru_.end()) {
   free_list_.reserve(options.num_blocks);
   for (int64_t b = options.num_blocks - 1; b >= 0; --b) free_list_.push_back(static_cast<BlockId>(b));
 }
@@ -46,17 +52,60 @@ int64_t KvCache::block_bytes() const {
 }
 
 std::optional<BlockId> KvCache::Allocate() {
-  if (free_list_.empty()) return std::nullopt;
-  const BlockId block = free_list_.back();
-  free_list_.pop_back();
-  allocated_[block] = true;
+  BlockId block;
+  if (!free_list_.empty()) {
+    block = free_list_.back();
+    free_list_.pop_back();
+  } else if (!lru_.empty()) {
+    block = lru_.front();
+    Evict(block);
+  } else {
+    return std::nullopt;
+  }
+  refs_[block] = 1;
   return block;
 }
 
+void KvCache::Evict(BlockId block) {
+  lru_.erase(lru_pos_[block]);
+  lru_pos_[block] = lru_.end();
+  by_hash_.erase(*hash_of_[block]);
+  hash_of_[block].reset();
+}
+
 void KvCache::Free(BlockId block) {
-  if (block < 0 || block >= options_.num_blocks || !allocated_[block]) return;  // Defensive: double free is a no-op.
-  allocated_[block] = false;
-  free_list_.push_back(block);
+  // Defensive: a double free is a no-op, never a corruption of the pool.
+  if (block < 0 || block >= options_.num_blocks || refs_[block] == 0) return;
+  if (--refs_[block] > 0) return;
+  if (hash_of_[block].has_value()) {
+    lru_pos_[block] = lru_.insert(lru_.end(), block);
+  } else {
+    free_list_.push_back(block);
+  }
+}
+
+void KvCache::RegisterFull(BlockId block, uint64_t hash, const int32_t* tokens) {
+  if (block < 0 || block >= options_.num_blocks || refs_[block] == 0) return;
+  if (hash_of_[block].has_value() || by_hash_.contains(hash)) return;
+  by_hash_[hash] = block;
+  hash_of_[block] = hash;
+  std::copy_n(tokens, options_.block_size, block_tokens_.data() + block * options_.block_size);
+}
+
+std::optional<BlockId> KvCache::Lookup(uint64_t hash, const int32_t* tokens) {
+  auto it = by_hash_.find(hash);
+  if (it == by_hash_.end()) return std::nullopt;
+  const BlockId block = it->second;
+  if (!std::equal(tokens, tokens + options_.block_size,
+                  block_tokens_.data() + block * options_.block_size)) {
+    return std::nullopt;
+  }
+  if (refs_[block] == 0) {  // Cached and unreferenced: leaves the LRU list.
+    lru_.erase(lru_pos_[block]);
+    lru_pos_[block] = lru_.end();
+  }
+  ++refs_[block];
+  return block;
 }
 
 }  // namespace kvserve::engine

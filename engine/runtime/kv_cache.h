@@ -6,15 +6,23 @@
 //
 //   block b:  K[layer 0][slot 0..bs-1][kv_dim] ... K[layer L-1][...]   (then the same for V)
 //
+// Blocks are reference-counted so sequences can share them (prefix caching). A full block
+// can be registered under a content hash (the hash of its tokens chained with the hash of
+// every block before it, so it also fixes the position); when no sequence references it any
+// more it stays cached in LRU order and is only reused when no never-cached block is free.
+// Shared blocks are never written: sequences only share blocks whose slots are all computed.
+//
 // Thread-compatible; engine thread only. Knows nothing about policies or sequences.
 #ifndef KVSERVE_ENGINE_RUNTIME_KV_CACHE_H_
 #define KVSERVE_ENGINE_RUNTIME_KV_CACHE_H_
 
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <optional>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 
 namespace kvserve::engine {
@@ -36,12 +44,25 @@ class KvCache {
   // Bytes one block occupies (keys and values of all layers).
   static int64_t BlockBytes(int64_t num_layers, int64_t kv_dim, int32_t block_size);
 
-  // Takes a free block, or nullopt when none is left.
+  // Takes a free block with one reference, or nullopt when none is left. Prefers blocks that
+  // were never cached; otherwise evicts the least recently used cached block.
   std::optional<BlockId> Allocate();
-  // Returns `block` to the pool. REQUIRES: it was allocated and not freed since.
+  // Drops one reference to `block`; at zero it becomes free (or cached, if registered).
+  // Unknown or unreferenced blocks are ignored.
   void Free(BlockId block);
 
-  int64_t free_blocks() const { return static_cast<int64_t>(free_list_.size()); }
+  // Registers a full, computed block under `hash` with its `tokens` (checked on lookup, so a
+  // hash collision can never alias two prefixes). No-op if the hash is already registered.
+  void RegisterFull(BlockId block, uint64_t hash, const int32_t* tokens);
+  // The block registered under `hash` holding exactly `tokens` (block_size of them), with a
+  // new reference taken, or nullopt.
+  std::optional<BlockId> Lookup(uint64_t hash, const int32_t* tokens);
+
+  // Blocks available to Allocate: never-used and cached-unreferenced ones.
+  int64_t free_blocks() const {
+    return static_cast<int64_t>(free_list_.size() + lru_.size());
+  }
+  int64_t cached_blocks() const { return static_cast<int64_t>(by_hash_.size()); }
   int64_t total_blocks() const { return options_.num_blocks; }
   int32_t block_size() const { return options_.block_size; }
   int64_t kv_dim() const { return options_.kv_dim; }
@@ -68,8 +89,17 @@ class KvCache {
 
   const KvCacheOptions options_;
   std::unique_ptr<float[]> data_;
-  std::vector<BlockId> free_list_;  // LIFO: recently freed blocks are warm in cache.
-  std::vector<bool> allocated_;
+  void Evict(BlockId block);
+
+  std::vector<BlockId> free_list_;  // Never-cached free blocks; LIFO keeps them warm.
+  std::vector<int32_t> refs_;       // References per block; 0 = free or cached-unreferenced.
+  // Prefix cache: registered blocks by hash; their hashes and tokens; unreferenced
+  // registered blocks in LRU order (front = oldest) with O(1) removal.
+  absl::flat_hash_map<uint64_t, BlockId> by_hash_;
+  std::vector<std::optional<uint64_t>> hash_of_;
+  std::vector<int32_t> block_tokens_;  // block_size tokens per block (registered blocks only).
+  std::list<BlockId> lru_;
+  std::vector<std::list<BlockId>::iterator> lru_pos_;
 };
 
 }  // namespace kvserve::engine

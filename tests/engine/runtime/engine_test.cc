@@ -176,6 +176,59 @@ TEST(EngineBatchingTest, PreemptedSequenceContinuesExactlyAsBefore) {
   EXPECT_EQ(engine->free_kv_blocks(), free_at_start);
 }
 
+TEST(EnginePrefixCacheTest, CachedPrefixGivesTheSameTokensAndSkipsItsPrefill) {
+  std::mt19937 rng(11);
+  auto random_tokens = [&](int n) {
+    std::vector<TokenId> t;
+    for (int i = 0; i < n; ++i) t.push_back(static_cast<TokenId>(259 + rng() % 253));
+    return t;
+  };
+  std::vector<TokenId> prefix = random_tokens(256);
+  prefix[0] = 1;
+  std::vector<TokenId> first = prefix, second = prefix;
+  for (TokenId t : random_tokens(44)) first.push_back(t);
+  for (TokenId t : random_tokens(30)) second.push_back(t);
+
+  EngineOptions no_cache = GgufOptions();
+  no_cache.enable_prefix_cache = false;
+  auto plain = MakeEngine(no_cache);
+  const auto expected = GenerateTogether(*plain, {second}, 32);
+  EXPECT_EQ(plain->stats().prefix_cache_hit_tokens, 0);
+
+  auto engine = MakeEngine(GgufOptions());
+  GenerateTogether(*engine, {first}, 8);  // Leaves the shared prefix's blocks cached.
+  const int64_t computed_before = engine->stats().computed_tokens;
+  ASSERT_TRUE(engine->AddSequence(7, {.prompt = second}).ok());
+  EXPECT_EQ(engine->CachedPromptTokens(7), 256);
+  EXPECT_EQ(engine->PendingTokens(7), 30);  // Only the uncached tokens are prefilled.
+  std::vector<TokenId> out;
+  while (out.size() < 32) {
+    auto r = engine->Step({{{.sequence = 7, .num_tokens = engine->PendingTokens(7)}}});
+    ASSERT_TRUE(r.ok()) << r.status();
+    out.push_back(*r->outputs[0].token);
+  }
+  EXPECT_EQ(out, expected[0]);
+  EXPECT_EQ(engine->stats().computed_tokens - computed_before, 30 + 31);
+  EXPECT_EQ(engine->stats().prefix_cache_hit_tokens, 256);
+  engine->RemoveSequence(7);
+}
+
+TEST(EnginePrefixCacheTest, CachedBlocksAreReusedForNewDataWhenMemoryIsShort) {
+  EngineOptions options = GgufOptions();
+  options.kv_cache_bytes = 32 * KvCache::BlockBytes(5, 32, 16);  // One context.
+  auto engine = MakeEngine(options);
+  std::vector<TokenId> a(400, 300), b(400, 301);
+  a[0] = b[0] = 1;
+  GenerateTogether(*engine, {a}, 4);
+  EXPECT_EQ(engine->free_kv_blocks(), 32);  // Cached blocks still count as available.
+  // A different prompt needs most of the pool: cached blocks are evicted, not leaked.
+  const auto out = GenerateTogether(*engine, {b}, 4);
+  EXPECT_EQ(out[0].size(), 4u);
+  ASSERT_TRUE(engine->AddSequence(3, {.prompt = a}).ok());
+  EXPECT_LT(engine->CachedPromptTokens(3), 384);  // a's blocks were (at least partly) evicted.
+  engine->RemoveSequence(3);
+}
+
 TEST(EngineTest, SeededSamplingIsReproducible) {
   auto engine = MakeEngine(GgufOptions());
   const ReferenceCase c = LoadReferenceCases()[2];

@@ -61,5 +61,37 @@ TEST(KvCacheTest, SlotsDoNotOverlap) {
   EXPECT_EQ(cache->block_bytes(), 2 * 3 * 4 * 8 * 4);
 }
 
+TEST(KvCacheTest, RegisteredBlocksAreSharedAndCachedInLruOrder) {
+  auto cache = KvCache::Create(SmallOptions()).value();
+  const int32_t tokens_a[4] = {1, 2, 3, 4};
+  const int32_t tokens_b[4] = {5, 6, 7, 8};
+  const BlockId a = *cache->Allocate();
+  const BlockId b = *cache->Allocate();
+  cache->RegisterFull(a, 100, tokens_a);
+  cache->RegisterFull(b, 200, tokens_b);
+  EXPECT_EQ(cache->cached_blocks(), 2);
+
+  // Lookup needs both the hash and the exact tokens (collisions cannot alias).
+  EXPECT_FALSE(cache->Lookup(100, tokens_b).has_value());
+  EXPECT_FALSE(cache->Lookup(300, tokens_a).has_value());
+  EXPECT_EQ(cache->Lookup(100, tokens_a), a);  // Second reference to a.
+
+  cache->Free(a);
+  cache->Free(b);  // b unreferenced: cached, still available.
+  EXPECT_EQ(cache->free_blocks(), 4);
+  cache->Free(a);  // a unreferenced now too; LRU order is b, a.
+  EXPECT_EQ(cache->free_blocks(), 5);
+
+  // Never-cached blocks are used first, then the least recently used cached block (b).
+  std::vector<BlockId> taken;
+  for (int i = 0; i < 3; ++i) taken.push_back(*cache->Allocate());
+  EXPECT_EQ(cache->cached_blocks(), 2);
+  EXPECT_EQ(cache->Allocate(), b);
+  EXPECT_EQ(cache->cached_blocks(), 1);
+  EXPECT_FALSE(cache->Lookup(200, tokens_b).has_value());
+  EXPECT_EQ(cache->Lookup(100, tokens_a), a);  // Revived from the LRU list.
+  EXPECT_EQ(cache->free_blocks(), 0);
+}
+
 }  // namespace
 }  // namespace kvserve::engine
