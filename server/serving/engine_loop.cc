@@ -33,6 +33,7 @@ struct RunningRequest {
   engine::IncrementalDetokenizer detokenizer;
   engine::StopStringMatcher stop_matcher;
   int32_t generated = 0;  // Tokens delivered to the stream.
+  int32_t cached_prompt_tokens = 0;  // Prompt tokens served from the prefix cache.
 };
 
 class EngineLoop::Impl {
@@ -194,6 +195,7 @@ class EngineLoop::Impl {
         running->request->stream->Fail(added, UsageOf(*running));
         continue;
       }
+      running->cached_prompt_tokens = engine_->CachedPromptTokens(running->sequence());
       AddRunning(std::move(running));
     }
   }
@@ -340,7 +342,8 @@ class EngineLoop::Impl {
 
   static Usage UsageOf(const RunningRequest& r) {
     return {.prompt_tokens = static_cast<int32_t>(r.request->prompt_ids.size()),
-            .completion_tokens = r.generated};
+            .completion_tokens = r.generated,
+            .cached_prompt_tokens = r.cached_prompt_tokens};
   }
 
   void PublishStats() {
