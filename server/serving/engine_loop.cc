@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -34,12 +35,36 @@ struct RunningRequest {
   engine::StopStringMatcher stop_matcher;
   int32_t generated = 0;  // Tokens delivered to the stream.
   int32_t cached_prompt_tokens = 0;  // Prompt tokens served from the prefix cache.
+  absl::Time admit_time = absl::InfinitePast();
+  absl::Time first_token_time = absl::InfinitePast();
+  absl::Time last_token_time = absl::InfinitePast();
+};
+
+// Forwards to the configured observer, or does nothing.
+class ObserverProxy {
+ public:
+  explicit ObserverProxy(ServingObserver* observer) : observer_(observer) {}
+  ServingObserver* operator->() const { return observer_ != nullptr ? observer_ : &null_; }
+
+ private:
+  class NullObserver : public ServingObserver {
+   public:
+    void OnRejected(RejectReason) override {}
+    void OnFirstToken(absl::Duration) override {}
+    void OnInterTokenLatency(absl::Duration) override {}
+    void OnRequestFinished(const RequestObservation&) override {}
+    void OnStep(const StepObservation&) override {}
+    void OnPreemption() override {}
+    void OnGauges(const GaugeObservation&) override {}
+  };
+  ServingObserver* observer_;
+  static inline NullObserver null_;
 };
 
 class EngineLoop::Impl {
  public:
   Impl(engine::Engine* engine, RequestQueue* queue, const EngineLoopOptions& options)
-      : engine_(engine), queue_(queue), options_(options) {}
+      : engine_(engine), queue_(queue), options_(options), observer_(options.observer) {}
 
   ~Impl() { Stop(); }
 
@@ -111,6 +136,7 @@ class EngineLoop::Impl {
         if (running_.empty()) queue_->WaitForWork(kIdleWait);
         continue;
       }
+      const absl::Time step_start = absl::Now();
       absl::StatusOr<engine::StepResult> result = engine_->Step(plan);
       if (!result.ok()) {
         KV_LOG_ERROR("engine step failed: {}", result.status().ToString());
@@ -120,9 +146,10 @@ class EngineLoop::Impl {
         }
         continue;
       }
+      last_step_time_ = absl::Now();
+      ObserveStep(plan, *result, last_step_time_ - step_start);
       Publish(*result);
       ++steps_;
-      last_step_time_ = absl::Now();
       PublishStats();
     }
     PublishStats();
@@ -134,12 +161,11 @@ class EngineLoop::Impl {
     while (!running_.empty()) Finish(running_.back()->sequence(), status);
     for (auto& r : preempted_) {
       engine_->RemoveSequence(r->sequence());
+      ObserveEnd(*r, status, FinishReason::kUnspecified);
       r->request->stream->Fail(status, UsageOf(*r));
     }
     preempted_.clear();
-    while (std::unique_ptr<PendingRequest> r = queue_->Pop()) {
-      r->stream->Fail(status, Usage{.prompt_tokens = static_cast<int32_t>(r->prompt_ids.size())});
-    }
+    while (std::unique_ptr<PendingRequest> r = queue_->Pop()) FailQueued(*r, status);
   }
 
   static absl::Status ExpiredStatus(const PendingRequest& r) {
@@ -153,8 +179,7 @@ class EngineLoop::Impl {
 
   void DropCancelledAndExpired(absl::Time now) {
     for (std::unique_ptr<PendingRequest>& r : queue_->TakeExpired(now)) {
-      r->stream->Fail(ExpiredStatus(*r),
-                      Usage{.prompt_tokens = static_cast<int32_t>(r->prompt_ids.size())});
+      FailQueued(*r, ExpiredStatus(*r));
     }
     std::vector<engine::SequenceId> expired;
     for (const auto& r : running_) {
@@ -164,12 +189,55 @@ class EngineLoop::Impl {
     for (auto it = preempted_.begin(); it != preempted_.end();) {
       if (Expired(*(*it)->request, now)) {
         engine_->RemoveSequence((*it)->sequence());
-        (*it)->request->stream->Fail(ExpiredStatus(*(*it)->request), UsageOf(**it));
+        const absl::Status status = ExpiredStatus(*(*it)->request);
+        ObserveEnd(**it, status, FinishReason::kUnspecified);
+        (*it)->request->stream->Fail(status, UsageOf(**it));
         it = preempted_.erase(it);
       } else {
         ++it;
       }
     }
+  }
+
+  // Ends a request that never left the queue.
+  void FailQueued(const PendingRequest& r, const absl::Status& status) {
+    const absl::Duration waited = absl::Now() - r.enqueue_time;
+    observer_->OnRequestFinished({.status = status,
+                                  .prompt_tokens = static_cast<int32_t>(r.prompt_ids.size()),
+                                  .queue_time = waited,
+                                  .e2e_time = waited});
+    r.stream->Fail(status, Usage{.prompt_tokens = static_cast<int32_t>(r.prompt_ids.size())});
+  }
+
+  void ObserveEnd(const RunningRequest& r, const absl::Status& status, FinishReason reason) {
+    const absl::Time now = absl::Now();
+    const absl::Time enqueued = r.request->enqueue_time;
+    RequestObservation o{.status = status,
+                         .finish_reason = reason,
+                         .prompt_tokens = static_cast<int32_t>(r.request->prompt_ids.size()),
+                         .completion_tokens = r.generated,
+                         .e2e_time = now - enqueued};
+    if (r.admit_time != absl::InfinitePast()) o.queue_time = r.admit_time - enqueued;
+    if (r.first_token_time != absl::InfinitePast()) {
+      o.prefill_time = r.first_token_time - r.admit_time;
+      o.decode_time = now - r.first_token_time;
+    }
+    observer_->OnRequestFinished(o);
+  }
+
+  void ObserveStep(const engine::StepPlan& plan, const engine::StepResult& result,
+                   absl::Duration duration) {
+    StepObservation o{.duration = duration,
+                      .sequences = static_cast<int32_t>(plan.entries.size()),
+                      .tokens = result.batch_tokens};
+    for (const engine::StepPlan::Entry& e : plan.entries) {
+      if (decodes_.contains(e.sequence)) {
+        o.decode_tokens += e.num_tokens;
+      } else {
+        o.prefill_tokens += e.num_tokens;
+      }
+    }
+    observer_->OnStep(o);
   }
 
   // Moves waiting requests into the running set while sequences and KV allow: preempted
@@ -211,6 +279,7 @@ class EngineLoop::Impl {
   }
 
   void AddRunning(std::unique_ptr<RunningRequest> r) {
+    if (r->admit_time == absl::InfinitePast()) r->admit_time = absl::Now();
     by_sequence_[r->sequence()] = r.get();
     running_.push_back(std::move(r));
   }
@@ -220,6 +289,7 @@ class EngineLoop::Impl {
   // Preempts the most recently admitted sequences when KV blocks run out.
   engine::StepPlan Schedule() {
     engine::StepPlan plan;
+    decodes_.clear();
     int32_t budget = options_.max_batch_tokens;
     int64_t planned_blocks = 0;
     absl::flat_hash_map<engine::SequenceId, bool> in_plan;
@@ -248,6 +318,7 @@ class EngineLoop::Impl {
         }
         plan.entries.push_back({.sequence = id, .num_tokens = n});
         in_plan[id] = true;
+        if (is_decode && running_[i]->generated > 0) decodes_.insert(id);
         planned_blocks += need;
         budget -= n;
       }
@@ -274,6 +345,7 @@ class EngineLoop::Impl {
     by_sequence_.erase(id);
     preempted_.push_front(std::move(r));
     ++preemptions_;
+    observer_->OnPreemption();
   }
 
   void Publish(const engine::StepResult& result) {
@@ -283,6 +355,7 @@ class EngineLoop::Impl {
       if (!out.token.has_value()) continue;
       RunningRequest& r = *by_sequence_.at(out.sequence);
       const engine::TokenId token = *out.token;
+      ObserveToken(r);
       if (token == eos) {
         FinishWithText(r, {}, r.stop_matcher.Push(r.detokenizer.Flush()), FinishReason::kStop);
         continue;
@@ -302,6 +375,17 @@ class EngineLoop::Impl {
     }
   }
 
+  void ObserveToken(RunningRequest& r) {
+    const absl::Time now = absl::Now();
+    if (r.first_token_time == absl::InfinitePast()) {
+      r.first_token_time = now;
+      observer_->OnFirstToken(now - r.request->enqueue_time);
+    } else {
+      observer_->OnInterTokenLatency(now - r.last_token_time);
+    }
+    r.last_token_time = now;
+  }
+
   // At the end of generation: text still held back by the detokenizer or the stop matcher.
   static engine::StopStringMatcher::Result MergeTail(RunningRequest& r,
                                                      engine::StopStringMatcher::Result text) {
@@ -319,6 +403,7 @@ class EngineLoop::Impl {
       text.text += r.stop_matcher.Flush();
     }
     r.request->stream->Append(ids, text.text);
+    ObserveEnd(r, absl::OkStatus(), reason);
     r.request->stream->Finish(reason, UsageOf(r));
     Remove(r.sequence());
     ++completed_;
@@ -328,6 +413,7 @@ class EngineLoop::Impl {
   void Finish(engine::SequenceId id, const absl::Status& status) {
     auto it = by_sequence_.find(id);
     if (it == by_sequence_.end()) return;
+    ObserveEnd(*it->second, status, FinishReason::kUnspecified);
     it->second->request->stream->Fail(status, UsageOf(*it->second));
     Remove(id);
   }
@@ -356,6 +442,15 @@ class EngineLoop::Impl {
     s.preemptions = preemptions_;
     s.completed = completed_;
     s.last_step_time = last_step_time_;
+    const engine::EngineStats& es = engine_->stats();
+    observer_->OnGauges({.running = s.running,
+                         .waiting = s.waiting,
+                         .kv_blocks_used = s.kv_blocks_used,
+                         .kv_blocks_total = s.kv_blocks_total,
+                         .kv_block_bytes = engine_->kv_block_bytes(),
+                         .kv_dtype = "f32",
+                         .prefix_cache_query_tokens = es.prefix_cache_query_tokens,
+                         .prefix_cache_hit_tokens = es.prefix_cache_hit_tokens});
     absl::MutexLock lock(&stats_mu_);
     stats_ = s;
   }
@@ -363,6 +458,7 @@ class EngineLoop::Impl {
   engine::Engine* const engine_;
   RequestQueue* const queue_;
   const EngineLoopOptions options_;
+  const ObserverProxy observer_;
   std::thread thread_;
   std::atomic<bool> alive_{false};
 
@@ -376,6 +472,7 @@ class EngineLoop::Impl {
   std::vector<std::unique_ptr<RunningRequest>> running_;  // Admission order.
   std::deque<std::unique_ptr<RunningRequest>> preempted_;  // Resume order.
   absl::flat_hash_map<engine::SequenceId, RunningRequest*> by_sequence_;  // Running only.
+  absl::flat_hash_set<engine::SequenceId> decodes_;  // Decode entries of the current plan.
   int64_t steps_ = 0;
   int64_t preemptions_ = 0;
   int64_t completed_ = 0;

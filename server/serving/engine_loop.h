@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "engine/runtime/engine.h"
 #include "server/serving/request_queue.h"
+#include "server/serving/serving_observer.h"
 
 namespace kvserve::server {
 
@@ -23,6 +24,7 @@ struct EngineLoopOptions {
   int max_batch_tokens = 512;  // Token budget of one step (prefill chunks + decodes).
   int max_running = 64;        // Sequences that may be running (hold KV) at once.
   int max_tokens_limit = 4096; // Largest max_tokens a request may ask for (checked upstream).
+  ServingObserver* observer = nullptr;  // Metrics sink; may be null. Must outlive the loop.
 };
 
 // Counters and gauges the loop maintains; a consistent snapshot.

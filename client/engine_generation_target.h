@@ -1,0 +1,53 @@
+// EngineGenerationTarget: kvserve-bench's in-process target (`--model FILE`). Runs the same
+// serving core as the server (Engine + RequestQueue + EngineLoop) in this process, with no
+// gRPC, so the cost of the network layer can be measured by comparing the two targets.
+//
+// Thread-safe as GenerationTarget requires; callbacks run on the engine thread.
+#ifndef KVSERVE_CLIENT_ENGINE_GENERATION_TARGET_H_
+#define KVSERVE_CLIENT_ENGINE_GENERATION_TARGET_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "client/generation_target.h"
+#include "engine/runtime/engine.h"
+#include "server/serving/engine_loop.h"
+#include "server/serving/request_queue.h"
+
+namespace kvserve::client {
+
+struct EngineTargetOptions {
+  engine::EngineOptions engine;       // Model path, threads, KV size, batch tokens...
+  server::EngineLoopOptions loop;     // Scheduler limits.
+  server::RequestQueueOptions queue;  // Admission limits.
+};
+
+class EngineGenerationTarget : public GenerationTarget {
+ public:
+  // Loads the model and starts the engine thread.
+  static absl::StatusOr<std::unique_ptr<EngineGenerationTarget>> Create(
+      const EngineTargetOptions& options);
+  ~EngineGenerationTarget() override;  // Drains every started generation, then stops.
+
+  std::string Describe() const override;
+  absl::StatusOr<TargetInfo> GetInfo(double timeout_s) override;
+  void StartGenerate(const WorkItem& item, GenerationCallbacks callbacks) override;
+
+  struct PrivateKey {
+   private:
+    friend class EngineGenerationTarget;
+    PrivateKey() = default;
+  };
+  EngineGenerationTarget(PrivateKey, std::unique_ptr<engine::Engine> engine,
+                         std::unique_ptr<server::RequestQueue> queue);
+
+ private:
+  std::unique_ptr<engine::Engine> engine_;
+  std::unique_ptr<server::RequestQueue> queue_;
+  std::unique_ptr<server::EngineLoop> loop_;
+};
+
+}  // namespace kvserve::client
+
+#endif  // KVSERVE_CLIENT_ENGINE_GENERATION_TARGET_H_
