@@ -1,0 +1,116 @@
+// Linear: the matrix products of the forward pass (y = x W^T) on oneDNN matmul, with the weight
+// packed once into oneDNN's preferred blocked layout.
+//
+// Thread safety: thread-compatible. Call Forward from one compute thread, the same thread for
+// every Linear sharing a Device (they share the Device's workspace). The Device must outlive
+// every Linear created on it.
+//
+// How it stays fast (see /work/shared/docs/TOOLCHAIN.md section 4):
+// - Weights are reordered ONCE, at Create, into the layout a brgemm primitive asks for with
+//   format_tag::any (weights in plain layout run 1.15x-4x slower).
+// - oneDNN primitives with a runtime M fall back to the slow gemm:jit kernels, so a primitive
+//   is made for each concrete row count "bucket" (BucketRows), lazily on first use, and kept.
+//   Every bucket is created against the SAME packed weights memory descriptor, so one packed
+//   copy of the weights serves all of them.
+// - A batch whose row count is not a bucket size is padded up to the bucket through the
+//   Device's workspace; after every bucket in use has been created, Forward allocates nothing
+//   of its own (oneDNN's execute itself still builds a small argument map per call).
+#ifndef KVSERVE_ENGINE_COMPUTE_LINEAR_H_
+#define KVSERVE_ENGINE_COMPUTE_LINEAR_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/compute/device.h"
+#include "engine/model/tensor_data.h"
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace kvserve::engine {
+
+// The type the weights are stored and multiplied in. Activations are always passed in and
+// returned as f32; with kBf16 they are rounded to bf16 (nearest even) before the product,
+// which accumulates in f32.
+enum class WeightType { kF32, kBf16 };
+
+std::string_view WeightTypeName(WeightType type);
+
+class Linear {
+ public:
+  // The largest row count one primitive call handles; longer batches are split into chunks
+  // of this many rows (each chunk an exact bucket, so no padding) plus one padded remainder.
+  static constexpr int64_t kMaxBucketRows = 512;
+
+  // The number of rows the primitive used for an m-row chunk (1 <= m <= kMaxBucketRows) is
+  // made for:
+  // - m <= 16: m itself. Small batches (decode) are memory-bound on streaming the weights, so
+  //   each row costs nearly nothing and there are few distinct sizes worth an exact kernel.
+  // - 17..128: m rounded up to a multiple of 16. The brgemm kernels work on 16-row register
+  //   blocks anyway, and at these sizes the weights still dominate the cost, so <= 15 padding
+  //   rows are cheap.
+  // - 129..512: m rounded up to a multiple of 32 (compute-bound prefill: padding wastes at
+  //   most 31 rows, under 20%), keeping the number of primitives per shape at 35.
+  static int64_t BucketRows(int64_t m);
+
+  // `weight` is {out_features, in_features} of any TensorType; it is decoded and packed once
+  // here into oneDNN's preferred blocked layout in `type` (the TensorData's bytes are not
+  // referenced afterwards). INVALID_ARGUMENT for a weight that is not a non-empty 2-D matrix
+  // or whose bytes do not match its shape; UNIMPLEMENTED on a GPU device (the weights and
+  // activations here are host memory; GPU matmuls need device buffers and are not written
+  // yet); INTERNAL if oneDNN fails.
+  static absl::StatusOr<std::unique_ptr<Linear>> Create(Device& device, const TensorData& weight,
+                                                        WeightType type);
+
+  // x: m rows of in_features() f32 (row-major, contiguous); y: m rows of out_features() f32.
+  // x and y must not overlap. m == 0 does nothing; m < 0 is INVALID_ARGUMENT. The first call
+  // with a new bucket creates its primitive (about 0.1-1 ms); INTERNAL if oneDNN fails.
+  absl::Status Forward(const float* x, int64_t m, float* y);
+
+  int64_t in_features() const { return in_features_; }
+  int64_t out_features() const { return out_features_; }
+  WeightType weight_type() const { return type_; }
+
+  // oneDNN's implementation name (impl_info_str) of the primitive used for an m-row chunk,
+  // creating it if needed, e.g. "brg:avx512_core". An "error: ..." string if that fails.
+  // For tests and benchmarks.
+  std::string ImplName(int64_t m);
+
+  // The packed weights' layout as oneDNN prints it (e.g. "BA16a64b"), for tests and logs.
+  std::string WeightsLayout() const;
+
+  ~Linear();
+  Linear(const Linear&) = delete;
+  Linear& operator=(const Linear&) = delete;
+
+  // Use Create(); public only for std::make_unique, and only Linear can make the key.
+  class PrivateKey {
+    friend class Linear;
+    PrivateKey() = default;
+  };
+  Linear(PrivateKey, Device& device, int64_t in_features, int64_t out_features, WeightType type,
+         dnnl::memory packed_weights);
+
+ private:
+  struct Bucket;
+  static constexpr int kNumBuckets = 35;  // Distinct values of BucketRows (see above).
+  static int BucketIndex(int64_t bucket_rows);
+
+  // The primitive for `rows` (a BucketRows value), created on first use.
+  absl::StatusOr<Bucket*> GetBucket(int64_t rows);
+  // Runs one chunk of 1..kMaxBucketRows rows.
+  absl::Status ForwardChunk(const float* x, int64_t m, float* y);
+
+  Device& device_;
+  const int64_t in_features_;
+  const int64_t out_features_;
+  const WeightType type_;
+  const dnnl::memory weights_;  // Packed, owned by oneDNN.
+  std::array<std::unique_ptr<Bucket>, kNumBuckets> buckets_;
+};
+
+}  // namespace kvserve::engine
+
+#endif  // KVSERVE_ENGINE_COMPUTE_LINEAR_H_

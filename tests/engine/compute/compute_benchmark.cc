@@ -1,0 +1,168 @@
+// Micro-benchmarks of kvserve_compute: Linear (oneDNN matmul) at TinyLlama-1.1B shapes and the
+// non-matmul ops at realistic sizes. Not a test; run by hand:
+//   OMP_NUM_THREADS=2 build/tests/engine/compute/compute_benchmark
+// On a shared machine add --benchmark_repetitions=5 and read the best repetition: with OpenMP's
+// spinning threads any other runnable process stretches 2-thread calls by up to a time slice.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "engine/compute/device.h"
+#include "engine/compute/linear.h"
+#include "engine/compute/ops.h"
+#include "engine/model/tensor_data.h"
+
+namespace kvserve::engine {
+namespace {
+
+// Deterministic, cheap filler in [-1, 1) (mt19937 is slow for 65M values).
+std::vector<float> Fill(int64_t n, uint32_t seed) {
+  std::vector<float> v(n);
+  uint32_t s = seed * 2654435761u + 1;
+  for (float& x : v) {
+    s = s * 1664525u + 1013904223u;
+    x = static_cast<float>(s >> 8) / static_cast<float>(1 << 23) - 1.0f;
+  }
+  return v;
+}
+
+Device& TheDevice() {
+  static const std::unique_ptr<Device> device = [] {
+    absl::StatusOr<std::unique_ptr<Device>> d = Device::Create(DeviceKind::kCpu);
+    if (!d.ok()) std::abort();
+    return std::move(*d);
+  }();
+  return *device;
+}
+
+// One packed Linear per (type, N, K), shared by the M variants. (The device is made first so
+// that it is destroyed after the Linears.)
+Linear& GetLinear(WeightType type, int64_t n, int64_t k) {
+  Device& device = TheDevice();
+  static std::map<std::tuple<int, int64_t, int64_t>, std::unique_ptr<Linear>> cache;
+  auto key = std::make_tuple(static_cast<int>(type), n, k);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    const std::vector<float> w = Fill(n * k, static_cast<uint32_t>(n + k));
+    TensorData t;
+    t.name = "bench.weight";
+    t.type = TensorType::kF32;
+    t.shape = {n, k};
+    t.data = reinterpret_cast<const uint8_t*>(w.data());
+    t.size_bytes = w.size() * sizeof(float);
+    absl::StatusOr<std::unique_ptr<Linear>> linear = Linear::Create(device, t, type);
+    if (!linear.ok()) std::abort();
+    it = cache.emplace(key, std::move(*linear)).first;
+  }
+  return *it->second;
+}
+
+// Args: {type (0 f32, 1 bf16), N (out), K (in), M (rows)}.
+void BM_Linear(benchmark::State& state) {
+  const WeightType type = state.range(0) == 0 ? WeightType::kF32 : WeightType::kBf16;
+  const int64_t n = state.range(1), k = state.range(2), m = state.range(3);
+  Linear& linear = GetLinear(type, n, k);
+  const std::vector<float> x = Fill(m * k, 7);
+  std::vector<float> y(m * n);
+  if (!linear.Forward(x.data(), m, y.data()).ok()) state.SkipWithError("Forward failed");
+  for (auto _ : state) {
+    if (!linear.Forward(x.data(), m, y.data()).ok()) state.SkipWithError("Forward failed");
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double flops = 2.0 * static_cast<double>(m) * n * k;
+  state.counters["GFLOPS"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  const double weight_bytes = static_cast<double>(n) * k * (type == WeightType::kF32 ? 4 : 2);
+  state.counters["weightGBps"] =
+      benchmark::Counter(weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(WeightTypeName(type)) + " " + linear.ImplName(m));
+}
+
+void LinearArgs(benchmark::internal::Benchmark* b) {
+  const int64_t shapes[][2] = {{2048, 2048}, {5632, 2048}, {2048, 5632}, {32000, 2048}};
+  for (int type : {0, 1}) {
+    for (const auto& s : shapes) {
+      for (int64_t m : {1, 16, 128, 512}) b->Args({type, s[0], s[1], m});
+    }
+  }
+  b->ArgNames({"bf16", "N", "K", "M"});
+}
+
+BENCHMARK(BM_Linear)->Apply(LinearArgs)->UseRealTime()->MinTime(0.2);
+
+void BM_RmsNormRows(benchmark::State& state) {
+  const int64_t rows = state.range(0), n = state.range(1);
+  const std::vector<float> x = Fill(rows * n, 1), w = Fill(n, 2);
+  std::vector<float> out(rows * n);
+  for (auto _ : state) {
+    RmsNormRows(x.data(), w.data(), rows, n, 1e-5f, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(state.iterations() * rows * n * 8);
+}
+BENCHMARK(BM_RmsNormRows)->Args({1, 2048})->Args({128, 2048});
+
+void BM_ApplyRope(benchmark::State& state) {
+  const int64_t heads = state.range(0), head_dim = state.range(1);
+  std::vector<float> v = Fill(heads * head_dim, 3);
+  for (auto _ : state) {
+    ApplyRope(v.data(), heads, head_dim, head_dim, 1000, 10000.0f);
+    benchmark::DoNotOptimize(v.data());
+  }
+}
+BENCHMARK(BM_ApplyRope)->Args({32, 64})->Args({4, 64});
+
+void BM_SiluMul(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const std::vector<float> g = Fill(n, 4), u = Fill(n, 5);
+  std::vector<float> out(n);
+  for (auto _ : state) {
+    SiluMul(g.data(), u.data(), n, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * n);
+}
+BENCHMARK(BM_SiluMul)->Arg(5632)->Arg(128 * 5632);
+
+void BM_Softmax(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const std::vector<float> src = Fill(n, 6);
+  std::vector<float> x = src;
+  for (auto _ : state) {
+    // Softmax is idempotent enough for timing (inputs stay in [0, 1]); no refill needed.
+    Softmax(x.data(), n);
+    benchmark::DoNotOptimize(x.data());
+  }
+  state.SetItemsProcessed(state.iterations() * n);
+}
+BENCHMARK(BM_Softmax)->Arg(2048)->Arg(32000);
+
+void BM_DotAxpy(benchmark::State& state) {
+  // One attention head at one context position: a q.k dot and a p*v accumulate.
+  const int64_t n = state.range(0);
+  const std::vector<float> a = Fill(n, 8), b = Fill(n, 9);
+  std::vector<float> y(n);
+  for (auto _ : state) {
+    const float d = Dot(a.data(), b.data(), n);
+    Axpy(d * 1e-3f, a.data(), y.data(), n);
+    benchmark::DoNotOptimize(y.data());
+  }
+}
+BENCHMARK(BM_DotAxpy)->Arg(64)->Arg(2048);
+
+}  // namespace
+}  // namespace kvserve::engine
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("device", kvserve::engine::TheDevice().Describe());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
