@@ -10,6 +10,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-grpc-tools python3-protobuf
+  prometheus yamllint  # tests: promtool + a real Prometheus server; deploy/ YAML lint
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #include "engine/runtime/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -9,6 +10,7 @@
 #include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
 #include "engine/runtime/kv_cache.h"
+#include "engine/compute/ops.h"
 #include "engine/runtime/model_runner.h"
 
 namespace kvserve::engine {
@@ -19,11 +21,71 @@ struct Engine::SequenceState {
 
   std::vector<TokenId> tokens;   // Prompt followed by generated tokens.
   int32_t prompt_length = 0;
-  int32_t num_computed = 0;      // Leading tokens whose K/V are in the cache.
+  int32_t num_computed = 0;      // Leading tokens that went through the model.
+  int32_t num_slots = 0;         // Live KV slots (= num_computed unless a policy evicted).
   std::vector<BlockId> blocks;   // Block table: covers positions [0, blocks.size() * block_size).
   std::vector<uint64_t> block_hashes;  // Prefix-cache hashes of the leading full blocks.
   int32_t cached_prompt_tokens = 0;
   Sampler sampler;
+  std::shared_ptr<const KvPolicy> policy;  // Null: keep everything.
+  PolicyState policy_state;
+  int32_t max_new_tokens = 0;
+};
+
+// Feeds each policy the attention rows it asked for, computed from the layer's queries and
+// the cached keys (the same q.k/sqrt(d) logits the attention kernel used).
+class Engine::PolicyObserver : public LayerQueryObserver {
+ public:
+  struct Item {
+    SequenceState* sequence;
+    int32_t first;            // Batch rows of the entry.
+    int32_t count;
+    int32_t first_token;      // Token index of the entry's first row.
+    int32_t start_slot;
+  };
+  PolicyObserver(const ModelConfig& config) : config_(config) {}
+
+  std::vector<Item>& items() { return items_; }
+
+  void OnLayerQueries(int64_t layer, const float* q, const KvCache& cache) override {
+    const int64_t hd = config_.head_dim;
+    const int64_t group = config_.n_heads / config_.n_kv_heads;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const int32_t bs = cache.block_size();
+    for (const Item& item : items_) {
+      SequenceState& s = *item.sequence;
+      const KvPolicy::Needs needs = s.policy->needs();
+      for (int32_t r = 0; r < item.count; ++r) {
+        const int32_t token = item.first_token + r;
+        const bool prefill = token < s.prompt_length;
+        bool wanted = needs == KvPolicy::Needs::kAll || !prefill;
+        if (needs == KvPolicy::Needs::kLastPromptRows && prefill) {
+          wanted = token >= s.prompt_length - s.policy->ObservationWindow();
+        }
+        if (needs == KvPolicy::Needs::kNone || !wanted) continue;
+        const int32_t slot = item.start_slot + r;
+        logits_.resize(slot + 1);
+        for (int64_t h = 0; h < config_.n_heads; ++h) {
+          const float* qh = q + (item.first + r) * config_.n_heads * hd + h * hd;
+          const int64_t kv_offset = (h / group) * hd;
+          for (int32_t j = 0; j <= slot; ++j) {
+            logits_[j] = Dot(qh, cache.Key(s.blocks[j / bs], layer, j % bs) + kv_offset, hd) * scale;
+          }
+          s.policy->Observe({.layer = layer,
+                             .head = h,
+                             .query_slot = slot,
+                             .prefill = prefill,
+                             .logits = absl::MakeConstSpan(logits_)},
+                            s.policy_state);
+        }
+      }
+    }
+  }
+
+ private:
+  const ModelConfig& config_;
+  std::vector<Item> items_;
+  std::vector<float> logits_;
 };
 
 namespace {
@@ -106,7 +168,8 @@ Engine::Engine(PrivateKey, EngineOptions options, std::unique_ptr<ModelFile> mod
       tokenizer_(std::move(tokenizer)),
       device_(std::move(device)),
       runner_(std::move(runner)),
-      kv_cache_(std::move(kv_cache)) {}
+      kv_cache_(std::move(kv_cache)),
+      policy_observer_(std::make_unique<PolicyObserver>(model_->config)) {}
 
 Engine::~Engine() = default;
 
@@ -153,7 +216,15 @@ absl::Status Engine::AddSequence(SequenceId id, SequenceSpec spec) {
   state->prompt_length = static_cast<int32_t>(spec.prompt.size());
   state->tokens = std::move(spec.prompt);
   state->tokens.reserve(c.context_length);
-  if (options_.enable_prefix_cache) MatchCachedPrefix(*state);
+  state->max_new_tokens = spec.max_new_tokens;
+  // "full" is the same as no policy: no statistics, no eviction, bit-identical output.
+  if (spec.kv_policy != nullptr && spec.kv_policy->name() != "full") {
+    state->policy = std::move(spec.kv_policy);
+    state->policy_state.seed = spec.sampling.seed;
+    state->policy_state.max_new_tokens = spec.max_new_tokens;
+  }
+  // Compressed sequences hold slots that are not their prompt's prefix: no sharing for them.
+  if (options_.enable_prefix_cache && state->policy == nullptr) MatchCachedPrefix(*state);
   sequences_.emplace(id, std::move(state));
   return absl::OkStatus();
 }
@@ -173,6 +244,7 @@ void Engine::MatchCachedPrefix(SequenceState& s) {
     s.block_hashes.push_back(hash);
   }
   s.num_computed = static_cast<int32_t>(s.blocks.size()) * bs;
+  s.num_slots = s.num_computed;
   s.cached_prompt_tokens = s.num_computed;
   stats_.prefix_cache_query_tokens += s.prompt_length;
   stats_.prefix_cache_hit_tokens += s.cached_prompt_tokens;
@@ -205,6 +277,11 @@ void Engine::Preempt(SequenceId id) {
   s.blocks.clear();
   s.block_hashes.clear();
   s.num_computed = 0;
+  s.num_slots = 0;
+  // Policy state restarts with the recomputation (as OpenVINO does).
+  const PolicyState fresh{.seed = s.policy_state.seed,
+                          .max_new_tokens = s.policy_state.max_new_tokens};
+  s.policy_state = fresh;
 }
 
 int32_t Engine::PendingTokens(SequenceId id) const {
@@ -222,8 +299,49 @@ int64_t Engine::BlocksNeeded(SequenceId id, int32_t n) const {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return 0;
   const SequenceState& s = *it->second;
-  const int64_t needed = BlocksFor(s.num_computed + n, options_.kv_block_size);
+  const int64_t needed = BlocksFor(s.num_slots + n, options_.kv_block_size);
   return std::max<int64_t>(0, needed - static_cast<int64_t>(s.blocks.size()));
+}
+
+int32_t Engine::KvSlots(SequenceId id) const {
+  auto it = sequences_.find(id);
+  return it == sequences_.end() ? 0 : it->second->num_slots;
+}
+
+int64_t Engine::SequenceKvBytes(SequenceId id) const {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return 0;
+  const SequenceState& s = *it->second;
+  return static_cast<int64_t>(s.blocks.size()) * kv_cache_->block_bytes() +
+         static_cast<int64_t>(s.policy_state.scores.capacity() * sizeof(float));
+}
+
+void Engine::Compact(SequenceState& s, const std::vector<int32_t>& keep) {
+  const int32_t bs = options_.kv_block_size;
+  const int64_t kv_dim = kv_cache_->kv_dim();
+  for (int64_t l = 0; l < model_->config.n_layers; ++l) {
+    for (size_t i = 0; i < keep.size(); ++i) {
+      const int32_t src = keep[i];
+      const int32_t dst = static_cast<int32_t>(i);
+      if (src == dst) continue;  // keep is ascending, so dst < src: a forward copy is safe.
+      std::copy_n(kv_cache_->Key(s.blocks[src / bs], l, src % bs), kv_dim,
+                  kv_cache_->Key(s.blocks[dst / bs], l, dst % bs));
+      std::copy_n(kv_cache_->Value(s.blocks[src / bs], l, src % bs), kv_dim,
+                  kv_cache_->Value(s.blocks[dst / bs], l, dst % bs));
+    }
+  }
+  std::vector<float>& scores = s.policy_state.scores;
+  for (size_t i = 0; i < keep.size(); ++i) scores[i] = scores[keep[i]];
+  scores.resize(keep.size());
+  const int32_t evicted = s.num_slots - static_cast<int32_t>(keep.size());
+  s.num_slots = static_cast<int32_t>(keep.size());
+  s.policy_state.evicted_tokens += evicted;
+  stats_.evicted_tokens_by_policy[std::string(s.policy->name())] += evicted;
+  const size_t blocks_needed = static_cast<size_t>(BlocksFor(s.num_slots, bs));
+  while (s.blocks.size() > blocks_needed) {
+    kv_cache_->Free(s.blocks.back());
+    s.blocks.pop_back();
+  }
 }
 
 int32_t Engine::CachedPromptTokens(SequenceId id) const {
@@ -275,6 +393,7 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
   ForwardBatch& batch = batch_;
   batch.tokens.clear();
   batch.entries.clear();
+  policy_observer_->items().clear();
   for (const StepPlan::Entry& e : plan.entries) {
     SequenceState& s = *sequences_.at(e.sequence);
     const int64_t need = BlocksNeeded(e.sequence, e.num_tokens);
@@ -283,13 +402,23 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
     entry.first = static_cast<int32_t>(batch.tokens.size());
     entry.count = e.num_tokens;
     entry.start_position = s.num_computed;
+    entry.start_slot = s.num_slots;
     entry.blocks = &s.blocks;
+    if (s.policy != nullptr) {
+      s.policy_state.scores.resize(s.num_slots + e.num_tokens, 0.0f);
+      policy_observer_->items().push_back({.sequence = &s,
+                                           .first = entry.first,
+                                           .count = e.num_tokens,
+                                           .first_token = s.num_computed,
+                                           .start_slot = s.num_slots});
+    }
     entry.want_logits = s.num_computed + e.num_tokens == static_cast<int32_t>(s.tokens.size());
     batch.tokens.insert(batch.tokens.end(), s.tokens.begin() + s.num_computed,
                         s.tokens.begin() + s.num_computed + e.num_tokens);
     batch.entries.push_back(entry);
   }
 
+  batch.observer = policy_observer_->items().empty() ? nullptr : policy_observer_.get();
   KV_ASSIGN_OR_RETURN(absl::Span<const float> logits, runner_->Forward(batch, *kv_cache_));
 
   stats_.computed_tokens += total_tokens;
@@ -301,13 +430,24 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
   for (size_t i = 0; i < plan.entries.size(); ++i) {
     SequenceState& s = *sequences_.at(plan.entries[i].sequence);
     s.num_computed += plan.entries[i].num_tokens;
-    if (options_.enable_prefix_cache) RegisterFullBlocks(s);
+    s.num_slots += plan.entries[i].num_tokens;
+    if (options_.enable_prefix_cache && s.policy == nullptr) RegisterFullBlocks(s);
     StepResult::Output out{.sequence = plan.entries[i].sequence, .token = std::nullopt};
     if (batch.entries[i].want_logits) {
       const TokenId token = s.sampler.Sample(logits.subspan(row * vocab, vocab));
       ++row;
       s.tokens.push_back(token);
       out.token = token;
+    }
+    if (s.policy != nullptr) {
+      const std::vector<int32_t> keep = s.policy->Plan(
+          {.num_slots = s.num_slots,
+           .prompt_length = s.prompt_length,
+           .max_new_tokens = s.max_new_tokens,
+           .prompt_done = s.num_computed >= s.prompt_length},
+          s.policy_state);
+      if (!keep.empty() && static_cast<int32_t>(keep.size()) < s.num_slots) Compact(s, keep);
+      if (out.token.has_value()) ++s.policy_state.decode_step;
     }
     result.outputs.push_back(out);
   }

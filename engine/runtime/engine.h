@@ -18,6 +18,7 @@
 #include "engine/compute/device.h"
 #include "engine/compute/linear.h"
 #include "engine/model/model_file.h"
+#include "engine/policy/kv_policy.h"
 #include "engine/runtime/model_runner.h"
 #include "engine/runtime/step.h"
 #include "engine/sampling/sampler.h"
@@ -44,12 +45,17 @@ struct EngineStats {
   int64_t prefix_cache_query_tokens = 0;  // Prompt tokens looked up in the prefix cache.
   int64_t prefix_cache_hit_tokens = 0;    // Of those, tokens whose KV was reused.
   int64_t computed_tokens = 0;            // Tokens run through the model.
+  // Tokens evicted by KV policies, by policy name.
+  absl::flat_hash_map<std::string, int64_t> evicted_tokens_by_policy;
 };
 
 // What a new sequence asks for.
 struct SequenceSpec {
   std::vector<TokenId> prompt;     // Non-empty, shorter than the context length.
   SamplingParams sampling;         // Validated.
+  // KV compression policy (see engine/policy/kv_policy.h); null or "full" = keep everything.
+  std::shared_ptr<const KvPolicy> kv_policy;
+  int32_t max_new_tokens = 256;    // The request's generation budget (policy schedules).
 };
 
 class Engine {
@@ -84,6 +90,10 @@ class Engine {
   int32_t TotalTokens(SequenceId id) const;
   // KV blocks that processing `n` more tokens of `id` needs beyond what it holds.
   int64_t BlocksNeeded(SequenceId id, int32_t n) const;
+  // Live KV slots of `id` (its tokens in the cache after any eviction).
+  int32_t KvSlots(SequenceId id) const;
+  // Bytes `id` holds: its KV blocks plus its policy's per-slot scores.
+  int64_t SequenceKvBytes(SequenceId id) const;
   // Prompt tokens of `id` whose KV came from the prefix cache.
   int32_t CachedPromptTokens(SequenceId id) const;
   const EngineStats& stats() const { return stats_; }
@@ -107,8 +117,11 @@ class Engine {
 
  private:
   struct SequenceState;
+  class PolicyObserver;
   void MatchCachedPrefix(SequenceState& s);
   void RegisterFullBlocks(SequenceState& s);
+  // Keeps only the slots `keep` (ascending) of `s`, compacting K/V and freeing blocks.
+  void Compact(SequenceState& s, const std::vector<int32_t>& keep);
 
   const EngineOptions options_;
   std::unique_ptr<ModelFile> model_;
@@ -119,6 +132,7 @@ class Engine {
   absl::flat_hash_map<SequenceId, std::unique_ptr<SequenceState>> sequences_;
   ForwardBatch batch_;  // Reused every step.
   EngineStats stats_;
+  std::unique_ptr<PolicyObserver> policy_observer_;
 };
 
 }  // namespace kvserve::engine

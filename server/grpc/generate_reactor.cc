@@ -1,0 +1,192 @@
+#include "server/grpc/generate_reactor.h"
+
+#include <utility>
+
+#include "server/grpc/proto_convert.h"
+#include "server/grpc/status_util.h"
+
+namespace kvserve::server {
+namespace {
+
+const grpc::Status& CancelledStatus() {
+  static const grpc::Status* const kStatus =
+      new grpc::Status(grpc::StatusCode::CANCELLED, "the request was cancelled");
+  return *kStatus;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// GenerateReactor
+
+GenerateReactor::GenerateReactor(std::shared_ptr<GenerationStream> stream, RequestQueue* queue)
+    : link_(std::make_shared<Link>()), stream_(std::move(stream)), queue_(queue) {
+  absl::MutexLock lock(&link_->mu);
+  link_->reactor = this;
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateReactor::Start(
+    std::unique_ptr<PendingRequest> request, RequestQueue* queue) {
+  auto stream = std::make_shared<GenerationStream>();
+  // gRPC owns the reactor from here on; OnDone deletes it.
+  auto* reactor = new GenerateReactor(stream, queue);
+  stream->SetNotify([link = reactor->link_] {
+    absl::MutexLock lock(&link->mu);
+    if (link->reactor != nullptr) link->reactor->PumpLocked();
+  });
+  request->stream = std::move(stream);
+  const absl::Status pushed = queue->Push(std::move(request));
+  if (!pushed.ok()) {
+    absl::MutexLock lock(&reactor->link_->mu);
+    reactor->FinishLocked(ToGrpcStatus(pushed));
+  }
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateReactor::Reject(
+    const grpc::Status& status) {
+  auto* reactor = new GenerateReactor(nullptr, nullptr);
+  absl::MutexLock lock(&reactor->link_->mu);
+  reactor->FinishLocked(status);
+  return reactor;
+}
+
+void GenerateReactor::PumpLocked() {
+  if (finished_ || writing_) return;
+  if (cancelled_) {
+    FinishLocked(CancelledStatus());
+    return;
+  }
+  StreamEvent event;
+  while (stream_->TryTake(&event)) {
+    if (event.final && !event.status.ok()) {
+      // Output not yet sent is dropped: the client gets the error instead.
+      FinishLocked(ToGrpcStatus(event.status));
+      return;
+    }
+    if (!event.final && event.token_ids.empty() && event.text.empty()) continue;
+    response_.Clear();
+    response_.set_text(std::move(event.text));
+    response_.mutable_token_ids()->Add(event.token_ids.begin(), event.token_ids.end());
+    if (event.final) {
+      response_.set_finish_reason(ToProto(event.finish_reason));
+      ToProto(event.usage, response_.mutable_usage());
+      finished_ = true;
+      StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+      return;
+    }
+    writing_ = true;
+    StartWrite(&response_);
+    return;
+  }
+}
+
+void GenerateReactor::FinishLocked(const grpc::Status& status) {
+  if (finished_) return;
+  finished_ = true;
+  Finish(status);
+}
+
+void GenerateReactor::OnWriteDone(bool ok) {
+  absl::MutexLock lock(&link_->mu);
+  writing_ = false;
+  if (!ok && !finished_) {
+    // The call is broken (client gone): stop generating.
+    cancelled_ = true;
+    stream_->Cancel();
+    queue_->Wake();
+  }
+  PumpLocked();
+}
+
+void GenerateReactor::OnCancel() {
+  if (stream_ != nullptr) {
+    stream_->Cancel();
+    queue_->Wake();  // The engine drops the request at its next step.
+  }
+  absl::MutexLock lock(&link_->mu);
+  cancelled_ = true;
+  if (stream_ != nullptr) PumpLocked();
+}
+
+void GenerateReactor::OnDone() {
+  {
+    absl::MutexLock lock(&link_->mu);
+    link_->reactor = nullptr;
+  }
+  delete this;  // gRPC is done with the reactor: the one sanctioned delete.
+}
+
+// ---------------------------------------------------------------------------------------
+// CompleteReactor
+
+CompleteReactor::CompleteReactor(std::shared_ptr<GenerationStream> stream, RequestQueue* queue,
+                                 v1::CompleteResponse* response)
+    : link_(std::make_shared<Link>()),
+      stream_(std::move(stream)),
+      queue_(queue),
+      response_(response) {
+  absl::MutexLock lock(&link_->mu);
+  link_->reactor = this;
+}
+
+grpc::ServerUnaryReactor* CompleteReactor::Start(std::unique_ptr<PendingRequest> request,
+                                                 RequestQueue* queue,
+                                                 v1::CompleteResponse* response) {
+  auto stream = std::make_shared<GenerationStream>();
+  // gRPC owns the reactor from here on; OnDone deletes it.
+  auto* reactor = new CompleteReactor(stream, queue, response);
+  stream->SetNotify([link = reactor->link_] {
+    absl::MutexLock lock(&link->mu);
+    if (link->reactor != nullptr) link->reactor->PumpLocked();
+  });
+  request->stream = std::move(stream);
+  const absl::Status pushed = queue->Push(std::move(request));
+  if (!pushed.ok()) {
+    absl::MutexLock lock(&reactor->link_->mu);
+    reactor->FinishLocked(ToGrpcStatus(pushed));
+  }
+  return reactor;
+}
+
+void CompleteReactor::PumpLocked() {
+  if (finished_) return;
+  StreamEvent event;
+  while (stream_->TryTake(&event)) {
+    if (event.final && !event.status.ok()) {
+      FinishLocked(ToGrpcStatus(event.status));
+      return;
+    }
+    response_->mutable_text()->append(event.text);
+    response_->mutable_token_ids()->Add(event.token_ids.begin(), event.token_ids.end());
+    if (event.final) {
+      response_->set_finish_reason(ToProto(event.finish_reason));
+      ToProto(event.usage, response_->mutable_usage());
+      FinishLocked(grpc::Status::OK);
+      return;
+    }
+  }
+}
+
+void CompleteReactor::FinishLocked(const grpc::Status& status) {
+  if (finished_) return;
+  finished_ = true;
+  Finish(status);
+}
+
+void CompleteReactor::OnCancel() {
+  stream_->Cancel();
+  queue_->Wake();  // The engine drops the request at its next step.
+  absl::MutexLock lock(&link_->mu);
+  FinishLocked(CancelledStatus());
+}
+
+void CompleteReactor::OnDone() {
+  {
+    absl::MutexLock lock(&link_->mu);
+    link_->reactor = nullptr;
+  }
+  delete this;  // gRPC is done with the reactor: the one sanctioned delete.
+}
+
+}  // namespace kvserve::server

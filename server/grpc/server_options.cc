@@ -1,0 +1,155 @@
+#include "server/grpc/server_options.h"
+
+#include <exception>
+#include <utility>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "engine/common/status_macros.h"
+
+namespace kvserve::server {
+namespace {
+
+absl::Status AtLeast(const char* flag, int64_t value, int64_t minimum) {
+  if (value < minimum) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s must be >= %d; got %d", flag, minimum, value));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SplitHostPort(const std::string& address, std::string* host, int* port) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--listen '%s' is not HOST:PORT (e.g. 127.0.0.1:50051, [::1]:0)", address));
+  }
+  const std::string port_text = address.substr(colon + 1);
+  int value = 0;
+  if (!absl::SimpleAtoi(port_text, &value) || value < 0 || value > 65535) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--listen '%s' has port '%s'; a port is a number in 0..65535 (0 picks a free one)",
+        address, port_text));
+  }
+  *host = address.substr(0, colon);
+  *port = value;
+  return absl::OkStatus();
+}
+
+absl::Status ValidateServerOptions(const ServerOptions& options) {
+  if (options.model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  std::string host;
+  int port = 0;
+  KV_RETURN_IF_ERROR(SplitHostPort(options.listen_address, &host, &port));
+  KV_RETURN_IF_ERROR(AtLeast("--threads", options.threads, 0));
+  KV_RETURN_IF_ERROR(AtLeast("--max-queued-requests", options.max_queued_requests, 1));
+  KV_RETURN_IF_ERROR(AtLeast("--max-queued-prompt-tokens", options.max_queued_prompt_tokens, 1));
+  KV_RETURN_IF_ERROR(AtLeast("--max-batch-tokens", options.max_batch_tokens, 1));
+  KV_RETURN_IF_ERROR(AtLeast("--max-running", options.max_running, 1));
+  KV_RETURN_IF_ERROR(AtLeast("--kv-cache-mb", options.kv_cache_mb, 0));
+  KV_RETURN_IF_ERROR(AtLeast("--default-max-tokens", options.default_max_tokens, 1));
+  KV_RETURN_IF_ERROR(AtLeast("--max-tokens-limit", options.max_tokens_limit, 0));
+  if (options.max_tokens_limit > 0 && options.default_max_tokens > options.max_tokens_limit) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--default-max-tokens (%d) must not exceed --max-tokens-limit (%d)",
+        options.default_max_tokens, options.max_tokens_limit));
+  }
+  if (options.drain_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--drain-timeout must be >= 0 seconds");
+  }
+  return absl::OkStatus();
+}
+
+ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
+  ParsedCommandLine result;
+  ServerOptions options;
+  std::string device = "cpu";
+  double drain_seconds = absl::ToDoubleSeconds(options.drain_timeout);
+
+  CLI::App app("kvserve: a gRPC LLM inference server (kvserve.v1.Inference)", "kvserve");
+  app.add_option("--model", options.model_path, "GGUF model file or llama2.c checkpoint")
+      ->required();
+  app.add_option("--tokenizer", options.tokenizer_path,
+                 "llama2.c tokenizer .bin (default: tokenizer.bin beside the model)");
+  app.add_option("--listen", options.listen_address, "HOST:PORT to serve on; port 0 picks one")
+      ->capture_default_str();
+  app.add_option("--threads", options.threads, "engine compute threads (0 = all cores)")
+      ->capture_default_str();
+  app.add_option("--device", device, "compute device: cpu or gpu")->capture_default_str();
+  app.add_option("--max-queued-requests", options.max_queued_requests,
+                 "waiting requests beyond which new ones get UNAVAILABLE")
+      ->capture_default_str();
+  app.add_option("--max-queued-prompt-tokens", options.max_queued_prompt_tokens,
+                 "waiting prompt tokens beyond which new requests get UNAVAILABLE")
+      ->capture_default_str();
+  app.add_option("--max-batch-tokens", options.max_batch_tokens,
+                 "token budget of one engine step (prefill chunks + decodes)")
+      ->capture_default_str();
+  app.add_option("--max-running", options.max_running, "sequences that may run at once")
+      ->capture_default_str();
+  app.add_option("--kv-cache-mb", options.kv_cache_mb, "KV cache size in MiB (0 = auto)")
+      ->capture_default_str();
+  app.add_option("--default-max-tokens", options.default_max_tokens,
+                 "max_tokens of requests that leave it 0")
+      ->capture_default_str();
+  app.add_option("--max-tokens-limit", options.max_tokens_limit,
+                 "largest max_tokens a request may ask for (0 = the model's context length)")
+      ->capture_default_str();
+  app.add_option("--drain-timeout", drain_seconds,
+                 "seconds to let running requests finish on SIGTERM/SIGINT")
+      ->capture_default_str();
+
+  std::vector<std::string> args;
+  for (int i = argc - 1; i > 0; --i) args.emplace_back(argv[i]);  // CLI11 wants them reversed.
+  try {
+    app.parse(args);
+  } catch (const CLI::CallForHelp&) {
+    result.action = ParsedCommandLine::Action::kExit;
+    result.exit_code = 0;
+    result.message = app.help();
+    return result;
+  } catch (const CLI::ParseError& error) {
+    result.action = ParsedCommandLine::Action::kExit;
+    result.exit_code = 2;
+    result.message = absl::StrFormat("kvserve: %s\nRun 'kvserve --help' for the flags.",
+                                     error.what());
+    return result;
+  } catch (const std::exception& error) {
+    result.action = ParsedCommandLine::Action::kExit;
+    result.exit_code = 2;
+    result.message = absl::StrFormat("kvserve: %s", error.what());
+    return result;
+  }
+
+  absl::Status status = absl::OkStatus();
+  absl::StatusOr<engine::DeviceKind> kind = engine::ParseDeviceKind(device);
+  if (!kind.ok()) {
+    status = absl::InvalidArgumentError(
+        absl::StrFormat("--device: %s", kind.status().message()));
+  } else {
+    options.device = *kind;
+  }
+  if (status.ok() && !(drain_seconds >= 0.0 && drain_seconds <= 24 * 3600.0)) {
+    status = absl::InvalidArgumentError(absl::StrFormat(
+        "--drain-timeout must be in [0, 86400] seconds; got %g", drain_seconds));
+  }
+  if (status.ok()) {
+    options.drain_timeout = absl::Seconds(drain_seconds);
+    status = ValidateServerOptions(options);
+  }
+  if (!status.ok()) {
+    result.action = ParsedCommandLine::Action::kExit;
+    result.exit_code = 2;
+    result.message = absl::StrFormat("kvserve: %s", status.message());
+    return result;
+  }
+  result.action = ParsedCommandLine::Action::kRun;
+  result.options = std::move(options);
+  return result;
+}
+
+}  // namespace kvserve::server
