@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <utility>
@@ -11,6 +12,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
 #include "engine/common/status_macros.h"
+
+// GCC 12 reports false -W(maybe-)uninitialized errors inside its own AVX-512 intrinsic headers (the
+// `_mm512_undefined_*()` pass-through operand of unmasked intrinsics) once they are inlined.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace kvserve::engine {
 namespace {
@@ -89,6 +95,61 @@ std::string LayoutName(const dnnl::memory::desc& md) {
   return out;
 }
 
+// Quantises each of `rows` rows of k f32 values symmetrically to 8 bits (q = round(x / s),
+// s = max|x| / 127, round to nearest even) and stores q + 128 as u8; scales[r] = s (0 for an
+// all-zero row, whose values then all become 128).
+void QuantizeRowsU8(const float* x, int64_t rows, int64_t k, uint8_t* out, float* scales) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * k;
+    uint8_t* o = out + r * k;
+    float amax = 0.0f;
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    __m512 vmax = _mm512_setzero_ps();
+    for (; i + 16 <= k; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(xr + i)));
+    amax = _mm512_reduce_max_ps(vmax);
+#endif
+    for (; i < k; ++i) amax = std::max(amax, std::fabs(xr[i]));
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    scales[r] = amax / 127.0f;
+    i = 0;
+#if defined(__AVX512F__)
+    const __m512 vinv = _mm512_set1_ps(inv);
+    const __m512i shift = _mm512_set1_epi32(128);
+    for (; i + 16 <= k; i += 16) {
+      const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xr + i), vinv));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i),
+                       _mm512_cvtusepi32_epi8(_mm512_add_epi32(q, shift)));
+    }
+#endif
+    for (; i < k; ++i) {
+      const float q = std::nearbyint(xr[i] * inv);
+      o[i] = static_cast<uint8_t>(std::clamp(q, -127.0f, 127.0f) + 128.0f);
+    }
+  }
+}
+
+// y[r][j] = (acc[r][j] - comp[j]) * w_scales[j] * x_scales[r], in that order for every element.
+void DequantizeRows(const int32_t* acc, int64_t rows, int64_t n, const int32_t* comp,
+                    const float* w_scales, const float* x_scales, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t* a = acc + r * n;
+    float* yr = y + r * n;
+    const float xs = x_scales[r];
+    int64_t j = 0;
+#if defined(__AVX512F__)
+    const __m512 vxs = _mm512_set1_ps(xs);
+    for (; j + 16 <= n; j += 16) {
+      const __m512i d = _mm512_sub_epi32(_mm512_loadu_si512(a + j), _mm512_loadu_si512(comp + j));
+      _mm512_storeu_ps(yr + j, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(d),
+                                                           _mm512_loadu_ps(w_scales + j)),
+                                             vxs));
+    }
+#endif
+    for (; j < n; ++j) yr[j] = static_cast<float>(a[j] - comp[j]) * w_scales[j] * xs;
+  }
+}
+
 }  // namespace
 
 std::string_view WeightTypeName(WeightType type) {
@@ -97,8 +158,34 @@ std::string_view WeightTypeName(WeightType type) {
       return "f32";
     case WeightType::kBf16:
       return "bf16";
+    case WeightType::kInt8:
+      return "int8";
+    case WeightType::kAuto:
+      return "auto";
   }
   return "unknown";
+}
+
+absl::StatusOr<WeightType> ParseWeightType(std::string_view name) {
+  for (WeightType t : {WeightType::kAuto, WeightType::kF32, WeightType::kBf16, WeightType::kInt8}) {
+    if (name == WeightTypeName(t)) return t;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown weight type \"", Sv(name),
+                                                 "\"; choose one of: auto, f32, bf16, int8"));
+}
+
+WeightType ResolveWeightType(WeightType requested, TensorType stored) {
+  if (requested != WeightType::kAuto) return requested;
+  switch (stored) {
+    case TensorType::kF32:
+      return WeightType::kF32;
+    case TensorType::kF16:
+    case TensorType::kBF16:
+      return WeightType::kBf16;
+    case TensorType::kQ8_0:
+      return WeightType::kInt8;
+  }
+  return WeightType::kF32;
 }
 
 // One concrete-M primitive and the memory objects that wrap its (per call) buffers.
@@ -128,52 +215,116 @@ int Linear::BucketIndex(int64_t rows) {
 
 absl::StatusOr<std::unique_ptr<Linear>> Linear::Create(Device& device, const TensorData& weight,
                                                        WeightType type) {
+  const TensorData* parts[] = {&weight};
+  return CreateStacked(device, parts, type);
+}
+
+absl::StatusOr<std::unique_ptr<Linear>> Linear::CreateStacked(
+    Device& device, absl::Span<const TensorData* const> parts, WeightType type) {
   if (device.kind() != DeviceKind::kCpu) {
     return absl::UnimplementedError(
         absl::StrCat("Linear runs on host memory and is not implemented for the ",
                      Sv(DeviceKindName(device.kind())), " device yet; use --device=cpu"));
   }
-  if (weight.shape.size() != 2 || weight.shape[0] <= 0 || weight.shape[1] <= 0) {
-    std::string dims;
-    for (int64_t d : weight.shape) absl::StrAppend(&dims, dims.empty() ? "" : ",", d);
-    return absl::InvalidArgumentError(absl::StrCat(
-        "weight \"", weight.name, "\" must be a non-empty 2-D matrix, got shape {", dims, "}"));
+  if (type == WeightType::kAuto) {
+    return absl::InvalidArgumentError("weight type \"auto\" must be resolved before packing");
   }
-  if (weight.data == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("weight \"", weight.name, "\" has no data"));
+  if (parts.empty()) return absl::InvalidArgumentError("no weight matrices to stack");
+  int64_t n = 0;
+  const int64_t k = parts[0]->shape.size() == 2 ? parts[0]->shape[1] : 0;  // in_features
+  for (const TensorData* part : parts) {
+    const TensorData& weight = *part;
+    if (weight.shape.size() != 2 || weight.shape[0] <= 0 || weight.shape[1] <= 0) {
+      std::string dims;
+      for (int64_t d : weight.shape) absl::StrAppend(&dims, dims.empty() ? "" : ",", d);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weight \"", weight.name, "\" must be a non-empty 2-D matrix, got shape {", dims, "}"));
+    }
+    if (weight.data == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("weight \"", weight.name, "\" has no data"));
+    }
+    if (weight.shape[1] != k) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("weight \"", weight.name, "\" has ", weight.shape[1],
+                       " input features; the matrices stacked with it have ", k));
+    }
+    n += weight.shape[0];
   }
-  const int64_t n = weight.shape[0];  // out_features
-  const int64_t k = weight.shape[1];  // in_features
-  const dt wdt = type == WeightType::kF32 ? dt::f32 : dt::bf16;
+  const dt wdt = type == WeightType::kF32 ? dt::f32 : type == WeightType::kBf16 ? dt::bf16 : dt::s8;
 
-  // Where the weights come from: the model file's bytes when they are f32 (the reorder below
-  // converts f32 to bf16 when needed, rounding to nearest even) or already bf16 for a bf16
-  // Linear; otherwise an f32 decode of the whole matrix (freed after packing).
+  // Where the weights come from: a single matrix's file bytes when they are f32 (the reorder
+  // below converts f32 to bf16 when needed, rounding to nearest even) or already bf16 for a
+  // bf16 Linear; otherwise an f32 decode of all the rows (freed after packing), which int8
+  // then quantises per row.
   std::vector<float> decoded;
   const void* user_data = nullptr;
   dt user_dt = dt::f32;
-  if (weight.type == TensorType::kF32 ||
-      (weight.type == TensorType::kBF16 && type == WeightType::kBf16)) {
-    const size_t elem = weight.type == TensorType::kF32 ? 4 : 2;
-    if (weight.size_bytes != static_cast<size_t>(n * k) * elem) {
+  const TensorData& first = *parts[0];
+  if (parts.size() == 1 && type != WeightType::kInt8 &&
+      (first.type == TensorType::kF32 ||
+       (first.type == TensorType::kBF16 && type == WeightType::kBf16))) {
+    const size_t elem = first.type == TensorType::kF32 ? 4 : 2;
+    if (first.size_bytes != static_cast<size_t>(n * k) * elem) {
       return absl::InvalidArgumentError(
-          absl::StrCat("weight \"", weight.name, "\" has ", weight.size_bytes, " bytes, expected ",
+          absl::StrCat("weight \"", first.name, "\" has ", first.size_bytes, " bytes, expected ",
                        static_cast<size_t>(n * k) * elem, " for its shape"));
     }
-    user_data = weight.data;
-    user_dt = weight.type == TensorType::kF32 ? dt::f32 : dt::bf16;
+    user_data = first.data;
+    user_dt = first.type == TensorType::kF32 ? dt::f32 : dt::bf16;
   } else {
     decoded.resize(static_cast<size_t>(n * k));
-    KV_RETURN_IF_ERROR(DecodeToF32(weight, 0, absl::MakeSpan(decoded)));
+    int64_t row = 0;
+    for (const TensorData* part : parts) {
+      const int64_t rows = part->shape[0];
+      if (part->type == TensorType::kF32 &&
+          part->size_bytes != static_cast<size_t>(rows * k) * sizeof(float)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("weight \"", part->name, "\" has ", part->size_bytes,
+                         " bytes, expected ", static_cast<size_t>(rows * k) * 4, " for its shape"));
+      }
+      KV_RETURN_IF_ERROR(
+          DecodeToF32(*part, 0, absl::MakeSpan(decoded.data() + row * k, rows * k)));
+      row += rows;
+    }
     user_data = decoded.data();
+  }
+
+  // int8: per output channel symmetric quantisation, and the compensation of the +128
+  // activation shift (128 * the row's sum of quants).
+  std::vector<float> w_scales;
+  std::vector<int32_t> compensation;
+  std::vector<int8_t> quantized;
+  if (type == WeightType::kInt8) {
+    w_scales.resize(n);
+    compensation.resize(n);
+    quantized.resize(static_cast<size_t>(n * k));
+    for (int64_t j = 0; j < n; ++j) {
+      const float* w = decoded.data() + j * k;
+      float amax = 0.0f;
+      for (int64_t i = 0; i < k; ++i) amax = std::max(amax, std::fabs(w[i]));
+      const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+      w_scales[j] = amax / 127.0f;
+      int32_t sum = 0;
+      for (int64_t i = 0; i < k; ++i) {
+        const auto q = static_cast<int8_t>(std::clamp(std::nearbyint(w[i] * inv), -127.0f, 127.0f));
+        quantized[j * k + i] = q;
+        sum += q;
+      }
+      compensation[j] = 128 * sum;
+    }
+    decoded = {};
+    user_data = quantized.data();
+    user_dt = dt::s8;
   }
 
   try {
     dnnl::engine& engine = device.engine();
     // y{M,N} = x{M,K} * W^T: oneDNN's weights are {K,N}; our row-major {N,K} is its "ba".
-    const dnnl::memory::desc src_md({kLayoutProbeRows, k}, wdt, tag::ab);
+    const dt adt = type == WeightType::kInt8 ? dt::u8 : wdt;
+    const dt ddt = type == WeightType::kInt8 ? dt::s32 : dt::f32;
+    const dnnl::memory::desc src_md({kLayoutProbeRows, k}, adt, tag::ab);
     const dnnl::memory::desc any_md({k, n}, wdt, tag::any);
-    const dnnl::memory::desc dst_md({kLayoutProbeRows, n}, dt::f32, tag::ab);
+    const dnnl::memory::desc dst_md({kLayoutProbeRows, n}, ddt, tag::ab);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, any_md, dst_md), attr, engine);
@@ -182,19 +333,24 @@ absl::StatusOr<std::unique_ptr<Linear>> Linear::Create(Device& device, const Ten
                       const_cast<void*>(user_data));
     dnnl::reorder(user, packed).execute(device.stream(), user, packed);
     device.stream().wait();
-    return std::make_unique<Linear>(PrivateKey(), device, k, n, type, std::move(packed));
+    return std::make_unique<Linear>(PrivateKey(), device, k, n, type, std::move(packed),
+                                    std::move(w_scales), std::move(compensation));
   } catch (const dnnl::error& e) {
-    return DnnlError(absl::StrCat("packing weight \"", weight.name, "\""), e);
+    return DnnlError(absl::StrCat("packing weight \"", first.name, "\""), e);
   }
 }
 
 Linear::Linear(PrivateKey, Device& device, int64_t in_features, int64_t out_features,
-               WeightType type, dnnl::memory packed_weights)
+               WeightType type, dnnl::memory packed_weights,
+               std::vector<float> int8_weight_scales, std::vector<int32_t> int8_compensation)
     : device_(device),
       in_features_(in_features),
       out_features_(out_features),
       type_(type),
-      weights_(std::move(packed_weights)) {}
+      weights_(std::move(packed_weights)),
+      w_scales_(std::move(int8_weight_scales)),
+      w_compensation_(std::move(int8_compensation)),
+      x_scales_(type == WeightType::kInt8 ? kMaxBucketRows : 0) {}
 
 Linear::~Linear() = default;
 
@@ -211,9 +367,12 @@ absl::StatusOr<Linear::Bucket*> Linear::GetBucket(int64_t rows) {
   if (slot != nullptr) return slot.get();
   try {
     dnnl::engine& engine = device_.engine();
-    const dt adt = type_ == WeightType::kF32 ? dt::f32 : dt::bf16;
+    const dt adt = type_ == WeightType::kF32    ? dt::f32
+                   : type_ == WeightType::kBf16 ? dt::bf16
+                                                : dt::u8;
+    const dt ddt = type_ == WeightType::kInt8 ? dt::s32 : dt::f32;
     const dnnl::memory::desc src_md({rows, in_features_}, adt, tag::ab);
-    const dnnl::memory::desc dst_md({rows, out_features_}, dt::f32, tag::ab);
+    const dnnl::memory::desc dst_md({rows, out_features_}, ddt, tag::ab);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     // The packed weights' own descriptor, not `any`: all buckets share one packed copy.
@@ -283,13 +442,21 @@ absl::Status Linear::ForwardChunk(const float* x, int64_t m, float* y) {
     } else {
       src = const_cast<float*>(x);  // oneDNN only reads the source.
     }
-  } else {
+  } else if (type_ == WeightType::kBf16) {
     auto* s = reinterpret_cast<uint16_t*>(workspace + bucket->src_offset);
     ConvertToBf16(x, m * k, s);
     if (padded) std::memset(s + m * k, 0, sizeof(uint16_t) * (rows - m) * k);
     src = s;
+  } else {
+    uint8_t* s = workspace + bucket->src_offset;
+    QuantizeRowsU8(x, m, k, s, x_scales_.data());
+    if (padded) std::memset(s + m * k, 128, (rows - m) * k);
+    src = s;
   }
-  void* dst = padded ? static_cast<void*>(workspace + bucket->dst_offset) : static_cast<void*>(y);
+  // int8 always goes through the workspace (s32, rescaled below).
+  const bool via_workspace = padded || type_ == WeightType::kInt8;
+  void* dst =
+      via_workspace ? static_cast<void*>(workspace + bucket->dst_offset) : static_cast<void*>(y);
 
   // The C API: no exceptions, and the argument array lives on the stack.
   dnnl_status_t s = dnnl_memory_set_data_handle_v2(bucket->src.get(), src, nullptr);
@@ -314,7 +481,12 @@ absl::Status Linear::ForwardChunk(const float* x, int64_t m, float* y) {
                                             Sv(WeightTypeName(type_)),
                                             " matmul failed: ", DnnlStatusName(s)));
   }
-  if (padded) std::memcpy(y, dst, sizeof(float) * m * out_features_);
+  if (type_ == WeightType::kInt8) {
+    DequantizeRows(static_cast<const int32_t*>(dst), m, out_features_, w_compensation_.data(),
+                   w_scales_.data(), x_scales_.data(), y);
+  } else if (padded) {
+    std::memcpy(y, dst, sizeof(float) * m * out_features_);
+  }
   return absl::OkStatus();
 }
 

@@ -15,6 +15,15 @@
 // - A batch whose row count is not a bucket size is padded up to the bucket through the
 //   Device's workspace; after every bucket in use has been created, Forward allocates nothing
 //   of its own (oneDNN's execute itself still builds a small argument map per call).
+// - int8 (kInt8): the weights are quantised once per output channel (symmetric s8, scale =
+//   max|w_row| / 127) and the activations per row (per token) on every call (symmetric,
+//   scale = max|x_row| / 127, stored as u8 = q + 128 because VNNI multiplies u8 by s8). The
+//   primitive is a plain u8 x s8 -> s32 matmul with no attributes: oneDNN 2.6 only runs int8
+//   on its fast brgemm kernels when no scale is supplied at run time, so both scales and the
+//   +128 shift (minus 128 * sum of the row's s8 weights) are applied in one post pass over
+//   the s32 result: y = (acc - 128 * sum_k w_q) * w_scale[n] * x_scale[m]. No outlier
+//   decomposition (LLM.int8()'s f16 path for large activation columns) is done; per-token
+//   scales keep one outlier from spoiling other tokens.
 #ifndef KVSERVE_ENGINE_COMPUTE_LINEAR_H_
 #define KVSERVE_ENGINE_COMPUTE_LINEAR_H_
 
@@ -22,9 +31,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/compute/device.h"
 #include "engine/model/tensor_data.h"
 #include "oneapi/dnnl/dnnl.hpp"
@@ -33,10 +45,18 @@ namespace kvserve::engine {
 
 // The type the weights are stored and multiplied in. Activations are always passed in and
 // returned as f32; with kBf16 they are rounded to bf16 (nearest even) before the product,
-// which accumulates in f32.
-enum class WeightType { kF32, kBf16 };
+// which accumulates in f32; with kInt8 they are quantised per row to 8 bits (see above) and
+// the product accumulates exactly in s32. kAuto is not a storage type: it asks
+// ResolveWeightType to pick one from the model file.
+enum class WeightType { kF32, kBf16, kInt8, kAuto };
 
+// "f32", "bf16", "int8" or "auto".
 std::string_view WeightTypeName(WeightType type);
+// The inverse of WeightTypeName; INVALID_ARGUMENT naming the choices for anything else.
+absl::StatusOr<WeightType> ParseWeightType(std::string_view name);
+// `requested` unless it is kAuto; then the type matching how the file stores its matrices:
+// 16-bit (f16, bf16) -> kBf16, q8_0 -> kInt8, f32 -> kF32.
+WeightType ResolveWeightType(WeightType requested, TensorType stored);
 
 class Linear {
  public:
@@ -61,8 +81,17 @@ class Linear {
   // or whose bytes do not match its shape; UNIMPLEMENTED on a GPU device (the weights and
   // activations here are host memory; GPU matmuls need device buffers and are not written
   // yet); INTERNAL if oneDNN fails.
+  // kAuto is INVALID_ARGUMENT (resolve it first).
   static absl::StatusOr<std::unique_ptr<Linear>> Create(Device& device, const TensorData& weight,
                                                         WeightType type);
+
+  // One Linear over the rows of several matrices stacked in order (e.g. Q, K and V, or gate
+  // and up), so one matmul computes all their outputs side by side in each output row: part
+  // i's outputs are columns [sum of earlier parts' rows, + its rows). Every part must have
+  // the same in_features. Each output column is computed exactly as the part's own Linear
+  // would (int8 scales are per output channel), so stacking changes no result.
+  static absl::StatusOr<std::unique_ptr<Linear>> CreateStacked(
+      Device& device, absl::Span<const TensorData* const> parts, WeightType type);
 
   // x: m rows of in_features() f32 (row-major, contiguous); y: m rows of out_features() f32.
   // x and y must not overlap. m == 0 does nothing; m < 0 is INVALID_ARGUMENT. The first call
@@ -91,7 +120,8 @@ class Linear {
     PrivateKey() = default;
   };
   Linear(PrivateKey, Device& device, int64_t in_features, int64_t out_features, WeightType type,
-         dnnl::memory packed_weights);
+         dnnl::memory packed_weights, std::vector<float> int8_weight_scales,
+         std::vector<int32_t> int8_compensation);
 
  private:
   struct Bucket;
@@ -108,6 +138,10 @@ class Linear {
   const int64_t out_features_;
   const WeightType type_;
   const dnnl::memory weights_;  // Packed, owned by oneDNN.
+  // kInt8 only: per output channel, the weight scale and 128 * sum of its s8 weights.
+  const std::vector<float> w_scales_;
+  const std::vector<int32_t> w_compensation_;
+  std::vector<float> x_scales_;  // kInt8 only: per-row activation scales of the current chunk.
   std::array<std::unique_ptr<Bucket>, kNumBuckets> buckets_;
 };
 

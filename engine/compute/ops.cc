@@ -119,6 +119,36 @@ void ApplyRope(float* v, int64_t n_heads, int64_t head_dim, int64_t rope_dim, in
   }
 }
 
+void RopeTable(int64_t rope_dim, int64_t positions, float theta, float* cos, float* sin) {
+  const double log_theta = std::log(static_cast<double>(theta));
+  const int64_t pairs = rope_dim / 2;
+  for (int64_t i = 0; i < pairs; ++i) {
+    const double inv_freq = std::exp(-log_theta * static_cast<double>(2 * i) / rope_dim);
+    for (int64_t p = 0; p < positions; ++p) {
+      const double angle = static_cast<double>(p) * inv_freq;
+      cos[p * pairs + i] = static_cast<float>(std::cos(angle));
+      sin[p * pairs + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
+void ApplyRopeCached(float* v, int64_t n_heads, int64_t head_dim, int64_t rope_dim,
+                     const float* cos, const float* sin) {
+  const int64_t pairs = rope_dim / 2;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* p = v + h * head_dim;
+    // Same arithmetic per element as ApplyRope (v0*c - v1*s, v0*s + v1*c; no FMA contraction
+    // differences: both are compiled with the same flags and written the same way).
+    for (int64_t i = 0; i < pairs; ++i) {
+      const float c = cos[i], s = sin[i];
+      const float v0 = p[2 * i];
+      const float v1 = p[2 * i + 1];
+      p[2 * i] = v0 * c - v1 * s;
+      p[2 * i + 1] = v0 * s + v1 * c;
+    }
+  }
+}
+
 void SiluMul(const float* gate, const float* up, int64_t n, float* out) {
   int64_t i = 0;
 #if defined(__AVX512F__)
@@ -166,6 +196,42 @@ void Softmax(float* x, int64_t n) {
   }
   const float inv = 1.0f / sum;
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+#endif
+}
+
+float MaxOf(const float* x, int64_t n) {
+#if defined(__AVX512F__)
+  __m512 vmax = _mm512_set1_ps(-INFINITY);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : TailMask(n - i);
+    vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, x + i));
+  }
+  return _mm512_reduce_max_ps(vmax);
+#else
+  float max = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) max = std::fmax(max, x[i]);
+  return max;
+#endif
+}
+
+float ExpShiftSum(float* x, int64_t n, float shift) {
+#if defined(__AVX512F__)
+  const __m512 vshift = _mm512_set1_ps(shift);
+  __m512 vsum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xffff) : TailMask(n - i);
+    const __m512 e = Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vshift));
+    _mm512_mask_storeu_ps(x + i, m, e);
+    vsum = _mm512_mask_add_ps(vsum, m, vsum, e);
+  }
+  return _mm512_reduce_add_ps(vsum);
+#else
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - shift);
+    sum += x[i];
+  }
+  return sum;
 #endif
 }
 

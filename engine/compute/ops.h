@@ -25,11 +25,26 @@ void RmsNormRows(const float* x, const float* weight, int64_t rows, int64_t n, f
 void ApplyRope(float* v, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t position,
                float theta);
 
+// The cos/sin of every rotation angle ApplyRope uses at positions [0, positions): row p holds
+// rope_dim / 2 values, cos into `cos`, sin into `sin` (each positions * rope_dim / 2 floats).
+// Computed exactly as ApplyRope computes them, so ApplyRopeCached is bit-identical to it.
+void RopeTable(int64_t rope_dim, int64_t positions, float theta, float* cos, float* sin);
+// ApplyRope with the angles of one position taken from a RopeTable row (no transcendentals
+// on the hot path).
+void ApplyRopeCached(float* v, int64_t n_heads, int64_t head_dim, int64_t rope_dim,
+                     const float* cos, const float* sin);
+
 // out = silu(gate) * up, silu(g) = g / (1 + e^-g). out may equal gate or up.
 void SiluMul(const float* gate, const float* up, int64_t n, float* out);
 
 // In place: x = e^(x - max) / sum. -inf entries (masked positions) become 0; n == 0 is a no-op.
 void Softmax(float* x, int64_t n);
+
+// The largest of x[0..n) (n >= 1); -inf for n == 0.
+float MaxOf(const float* x, int64_t n);
+// In place: x[i] = e^(x[i] - shift); returns their sum, accumulated in an order that depends
+// only on n. (Softmax's building block for attention over chunks: shift is the chunk's max.)
+float ExpShiftSum(float* x, int64_t n, float shift);
 
 // x += y.
 void Add(float* x, const float* y, int64_t n);

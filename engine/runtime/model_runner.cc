@@ -31,15 +31,20 @@ ModelRunner::ModelRunner(PrivateKey, const ModelFile& model, const ModelRunnerOp
   const int64_t kv_dim = config_.n_kv_heads * config_.head_dim;
   x_.resize(rows * config_.dim);
   xn_.resize(rows * config_.dim);
+  qkv_.resize(rows * (q_dim + 2 * kv_dim));
   q_.resize(rows * q_dim);
-  k_.resize(rows * kv_dim);
-  v_.resize(rows * kv_dim);
   att_.resize(rows * q_dim);
   proj_.resize(rows * config_.dim);
-  gate_.resize(rows * config_.ffn_dim);
-  up_.resize(rows * config_.ffn_dim);
+  gate_up_.resize(rows * 2 * config_.ffn_dim);
+  ffn_.resize(rows * config_.ffn_dim);
+  const int64_t pairs = config_.rope_dim / 2;
+  rope_cos_.resize(config_.context_length * pairs);
+  rope_sin_.resize(config_.context_length * pairs);
+  RopeTable(config_.rope_dim, config_.context_length, config_.rope_theta, rope_cos_.data(),
+            rope_sin_.data());
   queries_.resize(rows);
   positions_.resize(rows);
+  slots_.resize(rows);
 }
 
 absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
@@ -49,17 +54,20 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
   }
   auto runner = std::make_unique<ModelRunner>(PrivateKey{}, model, options);
   const ModelWeights& w = model.weights;
-  const WeightType type = options.weight_type;
+  // The file's matrix storage decides "auto" (the first layer's Q; the output matrix for a
+  // model without layers).
+  const WeightType type = ResolveWeightType(
+      options.weight_type, w.layers.empty() ? w.output.type : w.layers.front().wq.type);
+  runner->weight_type_ = type;
   for (const LayerWeights& lw : w.layers) {
     Layer layer;
     KV_ASSIGN_OR_RETURN(layer.attn_norm, DecodeVector(lw.attn_norm));
     KV_ASSIGN_OR_RETURN(layer.ffn_norm, DecodeVector(lw.ffn_norm));
-    KV_ASSIGN_OR_RETURN(layer.wq, Linear::Create(device, lw.wq, type));
-    KV_ASSIGN_OR_RETURN(layer.wk, Linear::Create(device, lw.wk, type));
-    KV_ASSIGN_OR_RETURN(layer.wv, Linear::Create(device, lw.wv, type));
+    const TensorData* qkv[] = {&lw.wq, &lw.wk, &lw.wv};
+    KV_ASSIGN_OR_RETURN(layer.wqkv, Linear::CreateStacked(device, qkv, type));
     KV_ASSIGN_OR_RETURN(layer.wo, Linear::Create(device, lw.wo, type));
-    KV_ASSIGN_OR_RETURN(layer.gate, Linear::Create(device, lw.ffn_gate, type));
-    KV_ASSIGN_OR_RETURN(layer.up, Linear::Create(device, lw.ffn_up, type));
+    const TensorData* gate_up[] = {&lw.ffn_gate, &lw.ffn_up};
+    KV_ASSIGN_OR_RETURN(layer.gate_up, Linear::CreateStacked(device, gate_up, type));
     KV_ASSIGN_OR_RETURN(layer.down, Linear::Create(device, lw.ffn_down, type));
     runner->layers_.push_back(std::move(layer));
   }
@@ -87,7 +95,9 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
     for (int32_t i = 0; i < e.count; ++i) {
       const int32_t t = e.first + i;
       positions_[t] = e.start_position + i;
-      queries_[t] = {.blocks = e.blocks, .position = positions_[t]};
+      slots_[t] = e.start_slot + i;
+      // The attention kernel indexes slots: a query sees slots 0..its own.
+      queries_[t] = {.blocks = e.blocks, .position = slots_[t]};
       KV_RETURN_IF_ERROR(DecodeToF32(model_.weights.token_embedding,
                                      static_cast<int64_t>(batch.tokens[t]) * dim,
                                      absl::MakeSpan(x_.data() + t * dim, dim)));
@@ -98,28 +108,39 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& layer = layers_[l];
     RmsNormRows(x_.data(), layer.attn_norm.data(), n, dim, c.rms_eps, xn_.data());
-    KV_RETURN_IF_ERROR(layer.wq->Forward(xn_.data(), n, q_.data()));
-    KV_RETURN_IF_ERROR(layer.wk->Forward(xn_.data(), n, k_.data()));
-    KV_RETURN_IF_ERROR(layer.wv->Forward(xn_.data(), n, v_.data()));
-    // RoPE, then every token's K and V go to its slot before any token attends: a prefill
-    // chunk attends to its own earlier tokens.
+    KV_RETURN_IF_ERROR(layer.wqkv->Forward(xn_.data(), n, qkv_.data()));
+    // RoPE on the token's q and k heads (adjacent in its [q | k | v] row) in one pass, then
+    // q to the attention input and k, v to the token's KV slot: every token's K and V are in
+    // the cache before any token attends (a prefill chunk attends to its own earlier tokens).
+    const int64_t qkv_dim = q_dim + 2 * kv_dim;
+    const int64_t pairs = c.rope_dim / 2;
     for (int64_t t = 0; t < n; ++t) {
       const int32_t pos = positions_[t];
-      ApplyRope(q_.data() + t * q_dim, c.n_heads, c.head_dim, c.rope_dim, pos, c.rope_theta);
-      ApplyRope(k_.data() + t * kv_dim, c.n_kv_heads, c.head_dim, c.rope_dim, pos, c.rope_theta);
-      const BlockId block = (*queries_[t].blocks)[pos / block_size];
-      std::copy_n(k_.data() + t * kv_dim, kv_dim, cache.Key(block, l, pos % block_size));
-      std::copy_n(v_.data() + t * kv_dim, kv_dim, cache.Value(block, l, pos % block_size));
+      float* row = qkv_.data() + t * qkv_dim;
+      if (pos < c.context_length) {
+        ApplyRopeCached(row, c.n_heads + c.n_kv_heads, c.head_dim, c.rope_dim,
+                        rope_cos_.data() + pos * pairs, rope_sin_.data() + pos * pairs);
+      } else {
+        ApplyRope(row, c.n_heads + c.n_kv_heads, c.head_dim, c.rope_dim, pos, c.rope_theta);
+      }
+      std::copy_n(row, q_dim, q_.data() + t * q_dim);
+      const int32_t slot = slots_[t];
+      const BlockId block = (*queries_[t].blocks)[slot / block_size];
+      std::copy_n(row + q_dim, kv_dim, cache.Key(block, l, slot % block_size));
+      std::copy_n(row + q_dim + kv_dim, kv_dim, cache.Value(block, l, slot % block_size));
     }
     attention_.Forward(cache, l, absl::MakeConstSpan(queries_.data(), n), q_.data(), att_.data());
+    if (batch.observer != nullptr) batch.observer->OnLayerQueries(l, q_.data(), cache);
     KV_RETURN_IF_ERROR(layer.wo->Forward(att_.data(), n, proj_.data()));
     Add(x_.data(), proj_.data(), n * dim);
 
     RmsNormRows(x_.data(), layer.ffn_norm.data(), n, dim, c.rms_eps, xn_.data());
-    KV_RETURN_IF_ERROR(layer.gate->Forward(xn_.data(), n, gate_.data()));
-    KV_RETURN_IF_ERROR(layer.up->Forward(xn_.data(), n, up_.data()));
-    SiluMul(gate_.data(), up_.data(), n * c.ffn_dim, gate_.data());
-    KV_RETURN_IF_ERROR(layer.down->Forward(gate_.data(), n, proj_.data()));
+    KV_RETURN_IF_ERROR(layer.gate_up->Forward(xn_.data(), n, gate_up_.data()));
+    for (int64_t t = 0; t < n; ++t) {
+      const float* gate = gate_up_.data() + t * 2 * c.ffn_dim;
+      SiluMul(gate, gate + c.ffn_dim, c.ffn_dim, ffn_.data() + t * c.ffn_dim);
+    }
+    KV_RETURN_IF_ERROR(layer.down->Forward(ffn_.data(), n, proj_.data()));
     Add(x_.data(), proj_.data(), n * dim);
   }
 

@@ -21,20 +21,35 @@
 
 namespace kvserve::engine {
 
+// Sees every layer's queries right after that layer's attention, for KV-policy statistics.
+// Engine thread only.
+class LayerQueryObserver {
+ public:
+  virtual ~LayerQueryObserver() = default;
+  // `q`: one row of n_heads * head_dim post-RoPE queries per batch token; the layer's keys of
+  // every visible slot are in `cache`.
+  virtual void OnLayerQueries(int64_t layer, const float* q, const KvCache& cache) = 0;
+};
+
 // The tokens of one step, packed: entry e covers tokens [first, first + count).
 struct ForwardBatch {
   struct Entry {
     int32_t first = 0;
     int32_t count = 0;
-    int32_t start_position = 0;                // Position of the entry's first token.
+    int32_t start_position = 0;                // Position (RoPE) of the entry's first token.
+    // KV slot of the entry's first token. Equals start_position unless a KV policy evicted
+    // tokens: slots are then compacted while positions stay original.
+    int32_t start_slot = 0;
     const std::vector<BlockId>* blocks = nullptr;  // Covers every position up to the last.
     bool want_logits = false;                  // Logits of the entry's last token.
   };
   std::vector<TokenId> tokens;
   std::vector<Entry> entries;
+  LayerQueryObserver* observer = nullptr;  // Optional.
 };
 
 struct ModelRunnerOptions {
+  // kAuto picks by how the file stores its matrices (see ResolveWeightType).
   WeightType weight_type = WeightType::kF32;
   int32_t max_batch_tokens = 512;  // Largest ForwardBatch this runner accepts.
 };
@@ -50,9 +65,15 @@ class ModelRunner {
   // until the next call.
   absl::StatusOr<absl::Span<const float>> Forward(const ForwardBatch& batch, KvCache& cache);
 
+  // The weight type the matrices were packed in (options.weight_type with kAuto resolved by
+  // the file's storage type).
+  WeightType weight_type() const { return weight_type_; }
+
   struct Layer {
     std::vector<float> attn_norm, ffn_norm;
-    std::unique_ptr<Linear> wq, wk, wv, wo, gate, up, down;
+    // Q, K and V stacked into one matmul (outputs [q | k | v] per token), and gate and up
+    // likewise ([gate | up]): fewer, larger products that read the activations once.
+    std::unique_ptr<Linear> wqkv, wo, gate_up, down;
   };
   struct PrivateKey {
    private:
@@ -65,15 +86,20 @@ class ModelRunner {
   const ModelFile& model_;
   const ModelConfig& config_;
   const ModelRunnerOptions options_;
+  WeightType weight_type_ = WeightType::kF32;
   std::vector<Layer> layers_;
   std::vector<float> output_norm_;
   std::unique_ptr<Linear> output_;
   PagedAttention attention_;
 
   // Scratch, sized for max_batch_tokens rows.
-  std::vector<float> x_, xn_, q_, k_, v_, att_, proj_, gate_, up_, logits_in_, logits_;
+  std::vector<float> x_, xn_, qkv_, q_, att_, proj_, gate_up_, ffn_, logits_in_, logits_;
+  // RoPE cos/sin per position (context_length rows of rope_dim / 2): no transcendentals per
+  // token.
+  std::vector<float> rope_cos_, rope_sin_;
   std::vector<AttentionQuery> queries_;
   std::vector<int32_t> positions_;
+  std::vector<int32_t> slots_;
 };
 
 }  // namespace kvserve::engine

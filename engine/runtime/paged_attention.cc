@@ -1,5 +1,6 @@
 #include "engine/runtime/paged_attention.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -7,47 +8,196 @@
 
 #include "engine/compute/ops.h"
 
+// GCC 12 reports false -W(maybe-)uninitialized errors inside its own AVX-512 intrinsic headers
+// once they are inlined (the `_mm512_undefined_*()` pass-through operands).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 namespace kvserve::engine {
+namespace {
+
+constexpr int64_t kC = PagedAttention::kChunkPositions;
+
+int64_t ChunksOf(int32_t position) { return position / kC + 1; }
+
+#if defined(__AVX512F__)
+inline __mmask16 Mask(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1);
+}
+#endif
+
+// scores[j] = scale * sum_d q[d] * key_t[d * kC + j] for j < n: 16 positions per vector, the
+// sum over d in order (one FMA per d per lane), so each score depends only on q and its key.
+void Scores(const float* q, const float* key_t, int64_t head_dim, int64_t n, float scale,
+            float* scores) {
+#if defined(__AVX512F__)
+  const __m512 vscale = _mm512_set1_ps(scale);
+  for (int64_t j = 0; j < n; j += 64) {  // Four independent 16-position accumulators.
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    const int64_t left = n - j;
+    const float* kt = key_t + j;
+    if (left > 48) {
+      for (int64_t d = 0; d < head_dim; ++d, kt += kC) {
+        const __m512 qd = _mm512_set1_ps(q[d]);
+        a0 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt), a0);
+        a1 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt + 16), a1);
+        a2 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt + 32), a2);
+        a3 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt + 48), a3);
+      }
+    } else if (left > 16) {
+      for (int64_t d = 0; d < head_dim; ++d, kt += kC) {
+        const __m512 qd = _mm512_set1_ps(q[d]);
+        a0 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt), a0);
+        a1 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt + 16), a1);
+        a2 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt + 32), a2);
+      }
+    } else {
+      for (int64_t d = 0; d < head_dim; ++d, kt += kC) {
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_loadu_ps(kt), a0);
+      }
+    }
+    _mm512_mask_storeu_ps(scores + j, Mask(left), _mm512_mul_ps(a0, vscale));
+    if (left > 16) _mm512_mask_storeu_ps(scores + j + 16, Mask(left - 16), _mm512_mul_ps(a1, vscale));
+    if (left > 32) _mm512_mask_storeu_ps(scores + j + 32, Mask(left - 32), _mm512_mul_ps(a2, vscale));
+    if (left > 48) _mm512_mask_storeu_ps(scores + j + 48, Mask(left - 48), _mm512_mul_ps(a3, vscale));
+  }
+#else
+  for (int64_t j = 0; j < n; ++j) {
+    float s = 0.0f;
+    for (int64_t d = 0; d < head_dim; ++d) s += q[d] * key_t[d * kC + j];
+    scores[j] = s * scale;
+  }
+#endif
+}
+
+}  // namespace
 
 PagedAttention::PagedAttention(const AttentionGeometry& geometry)
     : geometry_(geometry),
       scale_(1.0f / std::sqrt(static_cast<float>(geometry.head_dim))),
+      partial_floats_(geometry.head_dim + 2),
       max_threads_(std::max(omp_get_num_procs(), omp_get_max_threads())),
-      scores_(static_cast<size_t>(max_threads_) * geometry.max_context) {}
+      // The transposed keys are read 64 positions at a time: kC columns plus slack.
+      thread_scratch_(static_cast<size_t>(max_threads_) * (geometry.head_dim * kC + kC + 64)) {}
+
+void PagedAttention::RunItem(const KvCache& cache, int64_t layer,
+                             absl::Span<const AttentionQuery> queries, const float* q,
+                             const Item& item, float* key_t, float* scores) {
+  const int64_t head_dim = geometry_.head_dim;
+  const int64_t group = geometry_.n_heads / geometry_.n_kv_heads;
+  const int64_t q_stride = geometry_.n_heads * head_dim;
+  const int64_t kv_offset = item.kv_head * head_dim;
+  const int32_t block_size = cache.block_size();
+  const std::vector<BlockId>& blocks = *queries[item.first].blocks;
+  int32_t max_position = 0;
+  for (int32_t t = item.first; t < item.first + item.count; ++t) {
+    max_position = std::max(max_position, queries[t].position);
+  }
+  const int64_t start = item.chunk * kC;
+  const int64_t end = std::min<int64_t>(start + kC, max_position + 1);
+
+  // Keys of the chunk, transposed (key_t[d][j]) so scores are 16-position vectors.
+  for (int64_t j = 0; j < end - start; ++j) {
+    const int64_t slot = start + j;
+    const float* k = cache.Key(blocks[slot / block_size], layer, slot % block_size) + kv_offset;
+    for (int64_t d = 0; d < head_dim; ++d) key_t[d * kC + j] = k[d];
+  }
+
+  for (int32_t t = item.first; t < item.first + item.count; ++t) {
+    const int32_t position = queries[t].position;
+    if (position < start) continue;  // This chunk is in the query's future.
+    const int64_t n = std::min<int64_t>(end, position + 1) - start;
+    const int64_t chunks = ChunksOf(position);
+    for (int64_t i = 0; i < group; ++i) {
+      const int64_t h = item.kv_head * group + i;
+      Scores(q + t * q_stride + h * head_dim, key_t, head_dim, n, scale_, scores);
+      const float max = MaxOf(scores, n);
+      const float sum = ExpShiftSum(scores, n, max);
+      float* partial = partials_.data() +
+                       (partial_base_[t] + h * chunks + item.chunk) * partial_floats_;
+      float* o = partial;
+      std::fill(o, o + head_dim, 0.0f);
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t slot = start + j;
+        const float* v =
+            cache.Value(blocks[slot / block_size], layer, slot % block_size) + kv_offset;
+        Axpy(scores[j], v, o, head_dim);
+      }
+      partial[head_dim] = max;
+      partial[head_dim + 1] = sum;
+    }
+  }
+}
 
 void PagedAttention::Forward(const KvCache& cache, int64_t layer,
                              absl::Span<const AttentionQuery> queries, const float* q,
                              float* out) {
+  const int64_t n_queries = static_cast<int64_t>(queries.size());
+  if (n_queries == 0) return;
   const int64_t n_heads = geometry_.n_heads;
   const int64_t head_dim = geometry_.head_dim;
-  const int64_t group = n_heads / geometry_.n_kv_heads;  // Query heads sharing one KV head.
-  const int64_t q_stride = n_heads * head_dim;
-  const int32_t block_size = cache.block_size();
-  const int64_t work = static_cast<int64_t>(queries.size()) * n_heads;
-  const int threads = std::min<int64_t>(max_threads_, std::max<int64_t>(1, work));
 
+  // Where each query's partial results go, and the work items.
+  if (partial_base_.size() < static_cast<size_t>(n_queries)) partial_base_.resize(n_queries);
+  int64_t total = 0;
+  for (int64_t t = 0; t < n_queries; ++t) {
+    partial_base_[t] = total;
+    total += n_heads * ChunksOf(queries[t].position);
+  }
+  if (partials_.size() < static_cast<size_t>(total * partial_floats_)) {
+    partials_.resize(total * partial_floats_);
+  }
+  items_.clear();
+  for (int32_t first = 0; first < n_queries;) {
+    int32_t count = 1;
+    int32_t max_position = queries[first].position;
+    while (first + count < n_queries && count < kTileQueries &&
+           queries[first + count].blocks == queries[first].blocks) {
+      max_position = std::max(max_position, queries[first + count].position);
+      ++count;
+    }
+    for (int32_t chunk = 0; chunk < ChunksOf(max_position); ++chunk) {
+      for (int32_t g = 0; g < geometry_.n_kv_heads; ++g) {
+        items_.push_back({.first = first, .count = count, .kv_head = g, .chunk = chunk});
+      }
+    }
+    first += count;
+  }
+
+  const int64_t n_items = static_cast<int64_t>(items_.size());
+  const int64_t scratch_floats = head_dim * kC + kC + 64;
+  // The calling thread's team size (SetComputeThreads), within the scratch made for.
+  const int64_t team = std::min(max_threads_, omp_get_max_threads());
+  int threads = static_cast<int>(std::min<int64_t>(team, n_items));
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t i = 0; i < n_items; ++i) {
+    float* scratch = thread_scratch_.data() + omp_get_thread_num() * scratch_floats;
+    RunItem(cache, layer, queries, q, items_[i], scratch, scratch + head_dim * kC + 64);
+  }
+
+  // Merge each (query, head)'s chunks in chunk order.
+  const int64_t pairs = n_queries * n_heads;
+  threads = static_cast<int>(std::min<int64_t>(team, std::max<int64_t>(1, pairs / 8)));
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t item = 0; item < work; ++item) {
-    const int64_t t = item / n_heads;
-    const int64_t h = item % n_heads;
-    const int64_t kv_offset = (h / group) * head_dim;
-    const AttentionQuery& query = queries[t];
-    const std::vector<BlockId>& blocks = *query.blocks;
-    const float* qh = q + t * q_stride + h * head_dim;
-    float* scores = scores_.data() + static_cast<int64_t>(omp_get_thread_num()) * geometry_.max_context;
-    const int32_t n = query.position + 1;
-
-    for (int32_t j = 0; j < n; ++j) {
-      const float* k = cache.Key(blocks[j / block_size], layer, j % block_size) + kv_offset;
-      scores[j] = Dot(qh, k, head_dim) * scale_;
+  for (int64_t pair = 0; pair < pairs; ++pair) {
+    const int64_t t = pair / n_heads;
+    const int64_t h = pair % n_heads;
+    const int64_t chunks = ChunksOf(queries[t].position);
+    const float* partial = partials_.data() + (partial_base_[t] + h * chunks) * partial_floats_;
+    float max = -INFINITY;
+    for (int64_t c = 0; c < chunks; ++c) max = std::max(max, partial[c * partial_floats_ + head_dim]);
+    float* o = out + t * n_heads * head_dim + h * head_dim;
+    std::fill(o, o + head_dim, 0.0f);
+    float sum = 0.0f;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const float* p = partial + c * partial_floats_;
+      const float w = std::exp(p[head_dim] - max);
+      sum += p[head_dim + 1] * w;
+      Axpy(w, p, o, head_dim);
     }
-    Softmax(scores, n);
-    float* oh = out + t * q_stride + h * head_dim;
-    std::fill(oh, oh + head_dim, 0.0f);
-    for (int32_t j = 0; j < n; ++j) {
-      const float* v = cache.Value(blocks[j / block_size], layer, j % block_size) + kv_offset;
-      Axpy(scores[j], v, oh, head_dim);
-    }
+    const float inv = 1.0f / sum;
+    for (int64_t d = 0; d < head_dim; ++d) o[d] *= inv;
   }
 }
 

@@ -5,6 +5,7 @@
 // spinning threads any other runnable process stretches 2-thread calls by up to a time slice.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -17,6 +18,8 @@
 #include "engine/compute/linear.h"
 #include "engine/compute/ops.h"
 #include "engine/model/tensor_data.h"
+#include "engine/runtime/kv_cache.h"
+#include "engine/runtime/paged_attention.h"
 
 namespace kvserve::engine {
 namespace {
@@ -41,15 +44,15 @@ Device& TheDevice() {
   return *device;
 }
 
-// One packed Linear per (type, N, K), shared by the M variants. (The device is made first so
-// that it is destroyed after the Linears.)
-Linear& GetLinear(WeightType type, int64_t n, int64_t k) {
+// One packed Linear per (type, N, K, copy), shared by the M variants. (The device is made
+// first so that it is destroyed after the Linears.)
+Linear& GetLinear(WeightType type, int64_t n, int64_t k, int copy = 0) {
   Device& device = TheDevice();
-  static std::map<std::tuple<int, int64_t, int64_t>, std::unique_ptr<Linear>> cache;
-  auto key = std::make_tuple(static_cast<int>(type), n, k);
+  static std::map<std::tuple<int, int64_t, int64_t, int>, std::unique_ptr<Linear>> cache;
+  auto key = std::make_tuple(static_cast<int>(type), n, k, copy);
   auto it = cache.find(key);
   if (it == cache.end()) {
-    const std::vector<float> w = Fill(n * k, static_cast<uint32_t>(n + k));
+    const std::vector<float> w = Fill(n * k, static_cast<uint32_t>(n + k + copy));
     TensorData t;
     t.name = "bench.weight";
     t.type = TensorType::kF32;
@@ -63,38 +66,65 @@ Linear& GetLinear(WeightType type, int64_t n, int64_t k) {
   return *it->second;
 }
 
-// Args: {type (0 f32, 1 bf16), N (out), K (in), M (rows)}.
+WeightType TypeArg(int64_t arg) {
+  return arg == 0 ? WeightType::kF32 : arg == 1 ? WeightType::kBf16 : WeightType::kInt8;
+}
+
+double BytesPerWeight(WeightType type) {
+  return type == WeightType::kF32 ? 4 : type == WeightType::kBf16 ? 2 : 1;
+}
+
+// Args: {type (0 f32, 1 bf16, 2 int8), N (out), K (in), M (rows), copies}. With copies > 1
+// the calls cycle through that many distinct weight matrices of the shape, so (for enough
+// copies) every call streams its weights from DRAM, as a decode step does.
 void BM_Linear(benchmark::State& state) {
-  const WeightType type = state.range(0) == 0 ? WeightType::kF32 : WeightType::kBf16;
+  const WeightType type = TypeArg(state.range(0));
   const int64_t n = state.range(1), k = state.range(2), m = state.range(3);
-  Linear& linear = GetLinear(type, n, k);
+  const int copies = static_cast<int>(state.range(4));
+  std::vector<Linear*> linears;
+  for (int c = 0; c < copies; ++c) linears.push_back(&GetLinear(type, n, k, c));
   const std::vector<float> x = Fill(m * k, 7);
   std::vector<float> y(m * n);
-  if (!linear.Forward(x.data(), m, y.data()).ok()) state.SkipWithError("Forward failed");
+  for (Linear* linear : linears) {
+    if (!linear->Forward(x.data(), m, y.data()).ok()) state.SkipWithError("Forward failed");
+  }
+  size_t i = 0;
   for (auto _ : state) {
+    Linear& linear = *linears[i++ % linears.size()];
     if (!linear.Forward(x.data(), m, y.data()).ok()) state.SkipWithError("Forward failed");
     benchmark::DoNotOptimize(y.data());
   }
   const double flops = 2.0 * static_cast<double>(m) * n * k;
   state.counters["GFLOPS"] =
       benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  const double weight_bytes = static_cast<double>(n) * k * (type == WeightType::kF32 ? 4 : 2);
+  const double weight_bytes = static_cast<double>(n) * k * BytesPerWeight(type);
   state.counters["weightGBps"] =
       benchmark::Counter(weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(WeightTypeName(type)) + " " + linear.ImplName(m));
+  state.SetLabel(std::string(WeightTypeName(type)) + " " + linears[0]->ImplName(m));
 }
 
 void LinearArgs(benchmark::internal::Benchmark* b) {
-  const int64_t shapes[][2] = {{2048, 2048}, {5632, 2048}, {2048, 5632}, {32000, 2048}};
-  for (int type : {0, 1}) {
+  // TinyLlama-1.1B: wo {2048, 2048}, fused QKV {2560, 2048}, fused gate+up {11264, 2048},
+  // down {2048, 5632}, vocabulary {32000, 2048}.
+  const int64_t shapes[][2] = {{2048, 2048}, {2560, 2048}, {11264, 2048}, {2048, 5632},
+                               {32000, 2048}};
+  for (int type : {0, 1, 2}) {
     for (const auto& s : shapes) {
-      for (int64_t m : {1, 16, 128, 512}) b->Args({type, s[0], s[1], m});
+      for (int64_t m : {1, 16, 128, 512}) b->Args({type, s[0], s[1], m, 1});
     }
   }
-  b->ArgNames({"bf16", "N", "K", "M"});
+  b->ArgNames({"type", "N", "K", "M", "copies"});
 }
-
 BENCHMARK(BM_Linear)->Apply(LinearArgs)->UseRealTime()->MinTime(0.2);
+
+// Decode-like: weights from DRAM (8 copies of gate+up: 185 MB in bf16, 92 MB in int8).
+void LinearDramArgs(benchmark::internal::Benchmark* b) {
+  for (int type : {1, 2}) {
+    for (int64_t m : {1, 16}) b->Args({type, 11264, 2048, m, 8});
+  }
+  b->ArgNames({"type", "N", "K", "M", "copies"});
+}
+BENCHMARK(BM_Linear)->Name("BM_LinearDram")->Apply(LinearDramArgs)->UseRealTime()->MinTime(0.5);
 
 void BM_RmsNormRows(benchmark::State& state) {
   const int64_t rows = state.range(0), n = state.range(1);
@@ -155,6 +185,56 @@ void BM_DotAxpy(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_DotAxpy)->Arg(64)->Arg(2048);
+
+// Paged attention at TinyLlama's geometry (32 query heads, 4 KV heads, head_dim 64, blocks
+// of 16). Args: {sequences, queries per sequence, context}: decode is {S, 1, ctx} (each
+// sequence's query at position ctx - 1), a prefill chunk is {1, ctx, ctx} (positions 0..ctx-1).
+void BM_PagedAttention(benchmark::State& state) {
+  const int64_t seqs = state.range(0), per_seq = state.range(1), context = state.range(2);
+  constexpr int64_t kHeads = 32, kKvHeads = 4, kHeadDim = 64;
+  constexpr int32_t kBlock = 16;
+  const int64_t blocks_per_seq = (context + kBlock - 1) / kBlock;
+  absl::StatusOr<std::unique_ptr<KvCache>> cache = KvCache::Create(
+      {.num_layers = 1, .kv_dim = kKvHeads * kHeadDim, .block_size = kBlock,
+       .num_blocks = seqs * blocks_per_seq});
+  if (!cache.ok()) std::abort();
+  std::vector<std::vector<BlockId>> tables(seqs);
+  const std::vector<float> kv = Fill(kKvHeads * kHeadDim, 11);
+  for (auto& table : tables) {
+    for (int64_t b = 0; b < blocks_per_seq; ++b) table.push_back(*(*cache)->Allocate());
+    for (int64_t p = 0; p < context; ++p) {
+      std::copy(kv.begin(), kv.end(), (*cache)->Key(table[p / kBlock], 0, p % kBlock));
+      std::copy(kv.begin(), kv.end(), (*cache)->Value(table[p / kBlock], 0, p % kBlock));
+    }
+  }
+  std::vector<AttentionQuery> queries;
+  for (int64_t s = 0; s < seqs; ++s) {
+    for (int64_t i = 0; i < per_seq; ++i) {
+      queries.push_back({.blocks = &tables[s],
+                         .position = static_cast<int32_t>(context - per_seq + i)});
+    }
+  }
+  const std::vector<float> q = Fill(queries.size() * kHeads * kHeadDim, 12);
+  std::vector<float> out(q.size());
+  PagedAttention attention(
+      {.n_heads = kHeads, .n_kv_heads = kKvHeads, .head_dim = kHeadDim, .max_context = context});
+  int64_t pairs = 0;  // (query, position) pairs attended.
+  for (const AttentionQuery& query : queries) pairs += query.position + 1;
+  for (auto _ : state) {
+    attention.Forward(**cache, 0, queries, q.data(), out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  // q.k and p.v: 2 * 2 * head_dim flops per head per pair.
+  state.counters["GFLOPS"] = benchmark::Counter(pairs * kHeads * kHeadDim * 4 * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_PagedAttention)
+    ->Args({1, 1, 512})
+    ->Args({1, 1, 2048})
+    ->Args({16, 1, 512})
+    ->Args({1, 512, 512})
+    ->ArgNames({"seqs", "per_seq", "context"})
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace kvserve::engine

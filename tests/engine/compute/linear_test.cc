@@ -7,6 +7,12 @@
 //   the same 1e-5 s.
 // - bf16, loose: against the unrounded reference: each product carries up to 2 * 2^-9
 //   relative rounding error, so |y - ref| <= 4e-3 s.
+// - int8, tight: against the reference on the dequantised x and W (q * scale, quantised here
+//   by the documented rule): the integer product is exact, so only the f32 rescale and the
+//   reference's own rounding remain: 1e-5 s.
+// - int8, bound: against the unquantised reference, within the worst case of the rounding:
+//   each x_k is off by at most sx/2 and each w_k by at most sw/2, so
+//   |y - ref| <= sw/2 sum|x| + sx/2 sum|w| + K sx sw / 4 (plus 1e-5 s of f32 slack).
 #include "engine/compute/linear.h"
 
 #include <atomic>
@@ -61,6 +67,26 @@ std::vector<float> RandomVector(int64_t n, float lo, float hi, uint32_t seed) {
 std::vector<float> RoundToBf16(const std::vector<float>& v) {
   std::vector<float> out(v.size());
   for (size_t i = 0; i < v.size(); ++i) out[i] = Bf16ToFloat(FloatToBf16(v[i]));
+  return out;
+}
+
+// Quantises each row of `cols` values to 8 bits and back, by Linear's rule (symmetric,
+// scale = max|row| / 127, q = round-to-nearest-even(x * (127 / max|row|))). Fills the
+// per-row scales.
+std::vector<float> QuantizeRows(const std::vector<float>& v, int64_t cols,
+                                std::vector<float>* scales) {
+  std::vector<float> out(v.size());
+  const int64_t rows = static_cast<int64_t>(v.size()) / cols;
+  scales->assign(rows, 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    float amax = 0;
+    for (int64_t i = 0; i < cols; ++i) amax = std::max(amax, std::fabs(v[r * cols + i]));
+    const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    (*scales)[r] = amax / 127.0f;
+    for (int64_t i = 0; i < cols; ++i) {
+      out[r * cols + i] = std::nearbyint(v[r * cols + i] * inv) * (*scales)[r];
+    }
+  }
   return out;
 }
 
@@ -137,8 +163,12 @@ TEST_P(LinearTest, MatchesReference) {
   EXPECT_EQ((*linear)->weight_type(), c.type);
 
   const bool bf16 = c.type == WeightType::kBf16;
+  const bool int8 = c.type == WeightType::kInt8;
   const std::vector<float> w_abs = Abs(w);
-  const std::vector<float> w_rounded = bf16 ? RoundToBf16(w) : w;
+  std::vector<float> w_scales;
+  const std::vector<float> w_rounded = bf16   ? RoundToBf16(w)
+                                       : int8 ? QuantizeRows(w, k, &w_scales)
+                                              : w;
   for (int64_t m : c.ms) {
     SCOPED_TRACE("m = " + std::to_string(m));
     const std::vector<float> x = RandomVector(m * k, -1, 1, 200 + m);
@@ -147,12 +177,34 @@ TEST_P(LinearTest, MatchesReference) {
 
     std::vector<float> abs_sums(m * n), want(m * n);
     reference::Matmul(Abs(x).data(), m, w_abs.data(), n, k, abs_sums.data());
-    reference::Matmul(bf16 ? RoundToBf16(x).data() : x.data(), m, w_rounded.data(), n, k,
-                      want.data());
-    ExpectClose(y, want, abs_sums, 1e-5, n, bf16 ? "bf16 vs bf16-rounded reference" : "f32");
+    std::vector<float> x_scales;
+    const std::vector<float> x_rounded = bf16   ? RoundToBf16(x)
+                                         : int8 ? QuantizeRows(x, k, &x_scales)
+                                                : x;
+    reference::Matmul(x_rounded.data(), m, w_rounded.data(), n, k, want.data());
+    ExpectClose(y, want, abs_sums, 1e-5, n,
+                bf16 ? "bf16 vs bf16-rounded reference"
+                     : (int8 ? "int8 vs dequantised reference" : "f32"));
     if (bf16) {
       reference::Matmul(x.data(), m, w.data(), n, k, want.data());
       ExpectClose(y, want, abs_sums, 4e-3, n, "bf16 vs f32 reference");
+    }
+    if (int8) {
+      reference::Matmul(x.data(), m, w.data(), n, k, want.data());
+      std::vector<float> x_abs_sum(m, 0.0f), w_abs_sum(n, 0.0f);
+      for (int64_t i = 0; i < m * k; ++i) x_abs_sum[i / k] += std::fabs(x[i]);
+      for (int64_t i = 0; i < n * k; ++i) w_abs_sum[i / k] += w_abs[i];
+      double worst = 0;
+      for (int64_t r = 0; r < m; ++r) {
+        for (int64_t j = 0; j < n; ++j) {
+          const double bound = 0.5 * w_scales[j] * x_abs_sum[r] + 0.5 * x_scales[r] * w_abs_sum[j] +
+                               0.25 * k * x_scales[r] * w_scales[j] + 1e-5 * abs_sums[r * n + j];
+          const double err = std::fabs(static_cast<double>(y[r * n + j]) - want[r * n + j]);
+          ASSERT_LE(err, bound) << "int8 vs f32 reference: row " << r << " col " << j;
+          worst = std::max(worst, err / abs_sums[r * n + j]);
+        }
+      }
+      RecordProperty("int8_max_error_over_abs_sum_m" + std::to_string(m), std::to_string(worst));
     }
     EXPECT_THAT((*linear)->ImplName(m), StartsWith("brg:"));
   }
@@ -219,6 +271,14 @@ INSTANTIATE_TEST_SUITE_P(
                    136,
                    WeightType::kBf16,
                    {1, 2, 3, 7, 16, 17, 33, 64, 100, 128, 257, 600}},
+        LinearCase{"Int8Odd96x136",
+                   96,
+                   136,
+                   WeightType::kInt8,
+                   {1, 2, 3, 7, 16, 17, 33, 64, 100, 128, 257, 600}},
+        LinearCase{"Int8BundledW2", 64, 172, WeightType::kInt8, kAllMs},
+        LinearCase{"Int8TinyLlamaW1", 5632, 2048, WeightType::kInt8, {1, 16, 33}},
+        LinearCase{"Int8Vocab32000", 32000, 2048, WeightType::kInt8, {1, 3}},
         // stories260K: w1/w3 {172, 64}, w2 {64, 172}, output {512, 64}.
         LinearCase{"F32BundledW1", 172, 64, WeightType::kF32, kAllMs},
         LinearCase{"F32BundledW2", 64, 172, WeightType::kF32, kAllMs},
@@ -285,6 +345,19 @@ TEST_P(LinearStorageTest, MatchesReferenceOnDecodedWeights) {
 
   absl::StatusOr<std::unique_ptr<Linear>> linear = Linear::Create(*device_, t, GetParam().type);
   ASSERT_TRUE(linear.ok()) << linear.status();
+  if (GetParam().type == WeightType::kInt8) {
+    // The decoded weights requantised per row: q8_0's own quants (here all with one scale)
+    // survive exactly when a row's largest quant is +-127.
+    std::vector<float> w_scales, x_scales;
+    const std::vector<float> x = RandomVector(kM * kK, -1, 1, 501);
+    std::vector<float> y(kM * kN), want(kM * kN), abs_sums(kM * kN);
+    ASSERT_TRUE((*linear)->Forward(x.data(), kM, y.data()).ok());
+    reference::Matmul(Abs(x).data(), kM, Abs(decoded).data(), kN, kK, abs_sums.data());
+    reference::Matmul(QuantizeRows(x, kK, &x_scales).data(), kM,
+                      QuantizeRows(decoded, kK, &w_scales).data(), kN, kK, want.data());
+    ExpectClose(y, want, abs_sums, 1e-5, kN, GetParam().name);
+    return;
+  }
   const bool bf16 = GetParam().type == WeightType::kBf16;
   const std::vector<float> x = RandomVector(kM * kK, -1, 1, 501);
   std::vector<float> y(kM * kN), want(kM * kN), abs_sums(kM * kN);
@@ -303,14 +376,17 @@ INSTANTIATE_TEST_SUITE_P(
                       StorageCase{"F16AsF32", TensorType::kF16, WeightType::kF32},
                       StorageCase{"F16AsBf16", TensorType::kF16, WeightType::kBf16},
                       StorageCase{"Q8_0AsF32", TensorType::kQ8_0, WeightType::kF32},
-                      StorageCase{"Q8_0AsBf16", TensorType::kQ8_0, WeightType::kBf16}),
+                      StorageCase{"Q8_0AsBf16", TensorType::kQ8_0, WeightType::kBf16},
+                      StorageCase{"Q8_0AsInt8", TensorType::kQ8_0, WeightType::kInt8},
+                      StorageCase{"F16AsInt8", TensorType::kF16, WeightType::kInt8},
+                      StorageCase{"F32AsInt8", TensorType::kF32, WeightType::kInt8}),
     [](const auto& info) { return info.param.name; });
 
 class LinearApiTest : public LinearTestBase {};
 
 TEST_F(LinearApiTest, PacksIntoABlockedLayout) {
   const std::vector<float> w = RandomVector(256 * 128, -1, 1, 600);
-  for (WeightType type : {WeightType::kF32, WeightType::kBf16}) {
+  for (WeightType type : {WeightType::kF32, WeightType::kBf16, WeightType::kInt8}) {
     absl::StatusOr<std::unique_ptr<Linear>> linear =
         Linear::Create(*device_, F32Tensor(w, 256, 128), type);
     ASSERT_TRUE(linear.ok()) << linear.status();
@@ -351,7 +427,7 @@ TEST_F(LinearApiTest, ForwardValidatesRowCount) {
 
 TEST_F(LinearApiTest, WarmForwardAllocatesOnlyInsideOneDnn) {
   const std::vector<float> w = RandomVector(256 * 256, -1, 1, 800);
-  for (WeightType type : {WeightType::kF32, WeightType::kBf16}) {
+  for (WeightType type : {WeightType::kF32, WeightType::kBf16, WeightType::kInt8}) {
     absl::StatusOr<std::unique_ptr<Linear>> linear =
         Linear::Create(*device_, F32Tensor(w, 256, 256), type);
     ASSERT_TRUE(linear.ok()) << linear.status();
@@ -371,6 +447,94 @@ TEST_F(LinearApiTest, WarmForwardAllocatesOnlyInsideOneDnn) {
                   static_cast<long long>(during));
     }
   }
+}
+
+// Stacking Q/K/V-like parts into one Linear must give, column for column, exactly what each
+// part's own Linear gives (per-channel int8 scales; the kernel's reduction over K does not
+// depend on N).
+class LinearStackedTest : public LinearTestBase, public ::testing::WithParamInterface<WeightType> {};
+
+TEST_P(LinearStackedTest, ColumnsEqualThePartsOwnLinears) {
+  constexpr int64_t kK = 160;
+  const std::vector<int64_t> rows = {96, 32, 48};
+  std::vector<std::vector<float>> values;
+  std::vector<TensorData> tensors;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    values.push_back(RandomVector(rows[i] * kK, -1, 1, 900 + i));
+  }
+  for (size_t i = 0; i < rows.size(); ++i) tensors.push_back(F32Tensor(values[i], rows[i], kK));
+  const TensorData* parts[] = {&tensors[0], &tensors[1], &tensors[2]};
+  absl::StatusOr<std::unique_ptr<Linear>> stacked =
+      Linear::CreateStacked(*device_, parts, GetParam());
+  ASSERT_TRUE(stacked.ok()) << stacked.status();
+  ASSERT_EQ((*stacked)->out_features(), 176);
+  ASSERT_EQ((*stacked)->in_features(), kK);
+  for (int64_t m : {1, 5, 40}) {
+    const std::vector<float> x = RandomVector(m * kK, -2, 2, 950 + m);
+    std::vector<float> y(m * 176);
+    ASSERT_TRUE((*stacked)->Forward(x.data(), m, y.data()).ok());
+    int64_t column = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      absl::StatusOr<std::unique_ptr<Linear>> own = Linear::Create(*device_, tensors[i], GetParam());
+      ASSERT_TRUE(own.ok()) << own.status();
+      std::vector<float> yi(m * rows[i]);
+      ASSERT_TRUE((*own)->Forward(x.data(), m, yi.data()).ok());
+      for (int64_t r = 0; r < m; ++r) {
+        for (int64_t j = 0; j < rows[i]; ++j) {
+          // Bitwise equality, or near it: oneDNN may block N differently for a wider matrix,
+          // which can only reorder f32 additions (int8 accumulates exactly in s32).
+          const float a = y[r * 176 + column + j], b = yi[r * rows[i] + j];
+          if (GetParam() == WeightType::kInt8) {
+            ASSERT_EQ(a, b) << "part " << i << " row " << r << " col " << j;
+          } else {
+            ASSERT_NEAR(a, b, 1e-5 * (std::fabs(b) + 1)) << "part " << i << " row " << r;
+          }
+        }
+      }
+      column += rows[i];
+    }
+  }
+}
+
+TEST_P(LinearStackedTest, RejectsMismatchedInputs) {
+  const std::vector<float> a = RandomVector(16 * 32, -1, 1, 990), b = RandomVector(16 * 48, -1, 1, 991);
+  const TensorData ta = F32Tensor(a, 16, 32), tb = F32Tensor(b, 16, 48);
+  const TensorData* parts[] = {&ta, &tb};
+  EXPECT_EQ(Linear::CreateStacked(*device_, parts, GetParam()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Linear::CreateStacked(*device_, {}, GetParam()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, LinearStackedTest,
+                         ::testing::Values(WeightType::kF32, WeightType::kBf16, WeightType::kInt8),
+                         [](const auto& info) { return std::string(WeightTypeName(info.param)); });
+
+TEST(WeightTypeTest, ParsesAndNamesEveryType) {
+  for (WeightType t : {WeightType::kAuto, WeightType::kF32, WeightType::kBf16, WeightType::kInt8}) {
+    absl::StatusOr<WeightType> parsed = ParseWeightType(WeightTypeName(t));
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(*parsed, t);
+  }
+  absl::StatusOr<WeightType> bad = ParseWeightType("fp8");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("auto, f32, bf16, int8"));
+}
+
+TEST(WeightTypeTest, AutoPicksByStorage) {
+  EXPECT_EQ(ResolveWeightType(WeightType::kAuto, TensorType::kF32), WeightType::kF32);
+  EXPECT_EQ(ResolveWeightType(WeightType::kAuto, TensorType::kF16), WeightType::kBf16);
+  EXPECT_EQ(ResolveWeightType(WeightType::kAuto, TensorType::kBF16), WeightType::kBf16);
+  EXPECT_EQ(ResolveWeightType(WeightType::kAuto, TensorType::kQ8_0), WeightType::kInt8);
+  // An explicit choice wins whatever the storage.
+  EXPECT_EQ(ResolveWeightType(WeightType::kInt8, TensorType::kF32), WeightType::kInt8);
+  EXPECT_EQ(ResolveWeightType(WeightType::kF32, TensorType::kQ8_0), WeightType::kF32);
+}
+
+TEST_F(LinearApiTest, AutoMustBeResolvedBeforePacking) {
+  const std::vector<float> w = RandomVector(16 * 16, -1, 1, 995);
+  EXPECT_EQ(Linear::Create(*device_, F32Tensor(w, 16, 16), WeightType::kAuto).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(LinearBucketTest, BucketsCoverEveryRowCount) {

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 #include <numeric>
@@ -221,6 +222,20 @@ TEST_P(RopeTest, MatchesReference) {
       ASSERT_NEAR(got[at], want[at], tol) << "head " << h << " dim " << i;
     }
   }
+}
+
+// The table-driven variant the model runner uses must give exactly ApplyRope's results.
+TEST_P(RopeTest, CachedTableIsBitIdentical) {
+  const RopeCase& c = GetParam();
+  const std::vector<float> v = RandomVector(c.n_heads * c.head_dim, -2, 2, 15);
+  const int64_t pairs = c.rope_dim / 2;
+  std::vector<float> cos((c.position + 1) * pairs), sin((c.position + 1) * pairs);
+  RopeTable(c.rope_dim, c.position + 1, c.theta, cos.data(), sin.data());
+  std::vector<float> got = v, want = v;
+  ApplyRopeCached(got.data(), c.n_heads, c.head_dim, c.rope_dim, cos.data() + c.position * pairs,
+                  sin.data() + c.position * pairs);
+  ApplyRope(want.data(), c.n_heads, c.head_dim, c.rope_dim, c.position, c.theta);
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, RopeTest,
