@@ -22,16 +22,23 @@ absl::Time CallDeadline(const grpc::CallbackServerContext& context) {
 }  // namespace
 
 InferenceService::InferenceService(const engine::BpeTokenizer* tokenizer, RequestQueue* queue,
-                                   RequestLimits limits, ModelDescription model)
+                                   RequestLimits limits, ModelDescription model,
+                                   ServingObserver* observer)
     : tokenizer_(tokenizer),
       queue_(queue),
       limits_(std::move(limits)),
-      model_(std::move(model)) {}
+      model_(std::move(model)),
+      observer_(observer) {}
 
 absl::StatusOr<std::unique_ptr<PendingRequest>> InferenceService::BuildRequest(
     const grpc::CallbackServerContext& context, const v1::GenerationParams& params) const {
-  KV_ASSIGN_OR_RETURN(std::unique_ptr<PendingRequest> request,
-                      ToPendingRequest(params, limits_, *tokenizer_));
+  absl::StatusOr<std::unique_ptr<PendingRequest>> built =
+      ToPendingRequest(params, limits_, *tokenizer_);
+  if (!built.ok()) {
+    if (observer_ != nullptr) observer_->OnRejected(RejectReason::kInvalid);
+    return built.status();
+  }
+  std::unique_ptr<PendingRequest> request = *std::move(built);
   request->deadline = CallDeadline(context);
   return request;
 }

@@ -19,8 +19,10 @@ namespace kvserve::server {
 class InferenceService final : public v1::Inference::CallbackService {
  public:
   // `tokenizer` and `queue` must outlive the service (and every RPC).
+  // `observer` (may be null) hears of requests refused as invalid.
   InferenceService(const engine::BpeTokenizer* tokenizer, RequestQueue* queue,
-                   RequestLimits limits, ModelDescription model);
+                   RequestLimits limits, ModelDescription model,
+                   ServingObserver* observer = nullptr);
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
@@ -44,6 +46,7 @@ class InferenceService final : public v1::Inference::CallbackService {
   RequestQueue* const queue_;
   const RequestLimits limits_;
   const ModelDescription model_;
+  ServingObserver* const observer_;
 };
 
 }  // namespace kvserve::server

@@ -48,8 +48,19 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   engine_options.num_threads = options.threads;
   engine_options.kv_cache_bytes = options.kv_cache_mb * (int64_t{1} << 20);
   engine_options.max_batch_tokens = options.max_batch_tokens;
+  KV_ASSIGN_OR_RETURN(std::shared_ptr<const engine::KvPolicy> default_policy,
+                      engine::CreateKvPolicy(options.kv_policy));
   KV_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
                       engine::Engine::Create(engine_options));
+  KV_ASSIGN_OR_RETURN(
+      std::unique_ptr<PrometheusMetrics> metrics,
+      PrometheusMetrics::Create({.listen = options.metrics_listen,
+                                 .model = engine->config().name,
+                                 .device = std::string(
+                                     engine::DeviceKindName(engine->device().kind())),
+                                 .version = "0.1.0",
+                                 .kv_dtype = "f32",
+                                 .kv_policy = std::string(default_policy->name())}));
 
   const engine::ModelConfig& config = engine->config();
   const int32_t max_tokens_limit = options.max_tokens_limit > 0
@@ -60,6 +71,7 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   limits.vocab_size = config.vocab_size;
   limits.context_length = config.context_length;
   limits.max_tokens_limit = max_tokens_limit;
+  limits.default_kv_policy = default_policy;
   if (options.default_max_tokens > max_tokens_limit) {
     KV_LOG_WARN("--default-max-tokens {} exceeds the max_tokens limit {}; using {}",
                 options.default_max_tokens, max_tokens_limit, max_tokens_limit);
@@ -78,20 +90,23 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   RequestQueueOptions queue_options;
   queue_options.max_queued_requests = options.max_queued_requests;
   queue_options.max_queued_prompt_tokens = options.max_queued_prompt_tokens;
+  queue_options.observer = metrics.get();
   auto queue = std::make_unique<RequestQueue>(queue_options);
 
   EngineLoopOptions loop_options;
   loop_options.max_batch_tokens = options.max_batch_tokens;
   loop_options.max_running = options.max_running;
   loop_options.max_tokens_limit = max_tokens_limit;
+  loop_options.observer = metrics.get();
   KV_ASSIGN_OR_RETURN(std::unique_ptr<EngineLoop> loop,
                       EngineLoop::Create(engine.get(), queue.get(), loop_options));
 
   auto service = std::make_unique<InferenceService>(&engine->tokenizer(), queue.get(), limits,
-                                                    std::move(model));
+                                                    std::move(model), metrics.get());
   auto server = std::make_unique<KvServer>(PrivateKey{}, std::move(engine), std::move(queue),
                                            std::move(loop), std::move(service),
                                            std::move(limits));
+  server->metrics_ = std::move(metrics);
   server->loop_->Start();
   // On failure the destructor stops the loop.
   KV_RETURN_IF_ERROR(server->StartGrpc(options.listen_address));

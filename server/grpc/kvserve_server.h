@@ -20,6 +20,7 @@
 #include "server/grpc/inference_service.h"
 #include "server/grpc/server_options.h"
 #include "server/serving/engine_loop.h"
+#include "server/metrics/prometheus_metrics.h"
 #include "server/serving/request_queue.h"
 
 namespace kvserve::server {
@@ -65,6 +66,8 @@ class KvServer {
   absl::Status StartGrpc(const std::string& listen_address);
 
   // Constant after Create. Destroyed in reverse: server, service, loop, queue, engine.
+  // Declared first so it outlives everything that reports to it.
+  std::unique_ptr<PrometheusMetrics> metrics_;
   const std::unique_ptr<engine::Engine> engine_;
   const std::unique_ptr<RequestQueue> queue_;
   const std::unique_ptr<EngineLoop> loop_;

@@ -132,6 +132,11 @@ absl::StatusOr<std::unique_ptr<PendingRequest>> ToPendingRequest(
   request->max_tokens = max_tokens;
   request->stop_strings.assign(params.stop().begin(), params.stop().end());
   request->priority = params.priority();
+  if (params.kv_policy().empty()) {
+    request->kv_policy = limits.default_kv_policy;
+  } else {
+    KV_ASSIGN_OR_RETURN(request->kv_policy, engine::CreateKvPolicy(params.kv_policy()));
+  }
   return request;
 }
 

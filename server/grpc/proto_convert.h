@@ -31,6 +31,7 @@ struct RequestLimits {
   size_t max_prompt_bytes = 1 << 20;  // Longest prompt / Tokenize text, before tokenizing.
   int max_stop_strings = 64;          // Stop strings per request.
   size_t max_stop_string_bytes = 256; // Length of one stop string.
+  std::shared_ptr<const engine::KvPolicy> default_kv_policy;  // When a request names none.
 };
 
 // Describes the served model for GetModelInfo (gathered once at startup).

@@ -6,6 +6,8 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/policy/kv_policy.h"
 #include "absl/strings/str_format.h"
 #include "engine/common/status_macros.h"
 
@@ -51,6 +53,11 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   KV_RETURN_IF_ERROR(AtLeast("--max-batch-tokens", options.max_batch_tokens, 1));
   KV_RETURN_IF_ERROR(AtLeast("--max-running", options.max_running, 1));
   KV_RETURN_IF_ERROR(AtLeast("--kv-cache-mb", options.kv_cache_mb, 0));
+  if (absl::StatusOr<std::shared_ptr<const engine::KvPolicy>> policy =
+          engine::CreateKvPolicy(options.kv_policy);
+      !policy.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-policy: ", policy.status().message()));
+  }
   KV_RETURN_IF_ERROR(AtLeast("--default-max-tokens", options.default_max_tokens, 1));
   KV_RETURN_IF_ERROR(AtLeast("--max-tokens-limit", options.max_tokens_limit, 0));
   if (options.max_tokens_limit > 0 && options.default_max_tokens > options.max_tokens_limit) {
@@ -91,6 +98,11 @@ ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
       ->capture_default_str();
   app.add_option("--max-running", options.max_running, "sequences that may run at once")
       ->capture_default_str();
+  app.add_option("--metrics-listen", options.metrics_listen,
+                 "Prometheus metrics HOST:PORT (serves /metrics; port 0 picks one; \"\" = off)");
+  app.add_option("--kv-policy", options.kv_policy,
+                 "Default KV-cache policy spec, e.g. h2o:keep=0.5 (full, window, h2o, "
+                 "keyformer, snapkv)");
   app.add_option("--kv-cache-mb", options.kv_cache_mb, "KV cache size in MiB (0 = auto)")
       ->capture_default_str();
   app.add_option("--default-max-tokens", options.default_max_tokens,

@@ -26,6 +26,8 @@ struct ServerOptions {
   int32_t default_max_tokens = 256;             // Used when a request leaves max_tokens 0.
   int32_t max_tokens_limit = 0;                 // Largest max_tokens; 0 = the context length.
   absl::Duration drain_timeout = absl::Seconds(30);  // Graceful drain on SIGTERM/SIGINT.
+  std::string metrics_listen = "127.0.0.1:9090";  // Prometheus /metrics HOST:PORT; "" = off.
+  std::string kv_policy = "full";                  // Default KV policy spec of requests.
 };
 
 // Checks value ranges that need no model: OK or INVALID_ARGUMENT naming the flag.

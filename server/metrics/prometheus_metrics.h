@@ -89,7 +89,7 @@ class PrometheusMetrics : public ServingObserver {
   // --- Fed by the KV-policy work --------------------------------------------------------
   // `n` tokens' KV entries were evicted by `policy` (e.g. "h2o", "snapkv"). n <= 0 is
   // ignored.
-  void OnTokensEvicted(std::string_view policy, int64_t n);
+  void OnTokensEvicted(std::string_view policy, int64_t n) override;
 
  private:
   struct PrivateKey {};

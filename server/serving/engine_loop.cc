@@ -56,6 +56,7 @@ class ObserverProxy {
     void OnStep(const StepObservation&) override {}
     void OnPreemption() override {}
     void OnGauges(const GaugeObservation&) override {}
+    void OnTokensEvicted(std::string_view, int64_t) override {}
   };
   ServingObserver* observer_;
   static inline NullObserver null_;
@@ -258,7 +259,9 @@ class EngineLoop::Impl {
       auto running = std::make_unique<RunningRequest>(std::move(request), engine_->tokenizer());
       const absl::Status added = engine_->AddSequence(
           running->sequence(), {.prompt = running->request->prompt_ids,
-                                .sampling = running->request->sampling});
+                                .sampling = running->request->sampling,
+                                .kv_policy = running->request->kv_policy,
+                                .max_new_tokens = running->request->max_tokens});
       if (!added.ok()) {
         running->request->stream->Fail(added, UsageOf(*running));
         continue;
@@ -443,6 +446,11 @@ class EngineLoop::Impl {
     s.completed = completed_;
     s.last_step_time = last_step_time_;
     const engine::EngineStats& es = engine_->stats();
+    for (const auto& [policy, total] : es.evicted_tokens_by_policy) {
+      int64_t& reported = evicted_reported_[policy];
+      if (total > reported) observer_->OnTokensEvicted(policy, total - reported);
+      reported = total;
+    }
     observer_->OnGauges({.running = s.running,
                          .waiting = s.waiting,
                          .kv_blocks_used = s.kv_blocks_used,
@@ -473,6 +481,7 @@ class EngineLoop::Impl {
   std::deque<std::unique_ptr<RunningRequest>> preempted_;  // Resume order.
   absl::flat_hash_map<engine::SequenceId, RunningRequest*> by_sequence_;  // Running only.
   absl::flat_hash_set<engine::SequenceId> decodes_;  // Decode entries of the current plan.
+  absl::flat_hash_map<std::string, int64_t> evicted_reported_;  // Evictions already observed.
   int64_t steps_ = 0;
   int64_t preemptions_ = 0;
   int64_t completed_ = 0;

@@ -19,12 +19,16 @@ absl::Status RequestQueue::Push(std::unique_ptr<PendingRequest> request) {
   if (request == nullptr) return absl::InvalidArgumentError("null request");
   const int64_t tokens = static_cast<int64_t>(request->prompt_ids.size());
   absl::MutexLock lock(&mu_);
-  if (closed_) return absl::UnavailableError("server is shutting down");
+  if (closed_) {
+    if (options_.observer != nullptr) options_.observer->OnRejected(RejectReason::kDraining);
+    return absl::UnavailableError("server is shutting down");
+  }
   const int64_t count = static_cast<int64_t>(waiting_.size());
   // The token bound only applies when something else waits: a lone request must always be
   // admissible, or one longer than the bound could never run.
   if (count >= options_.max_queued_requests ||
       (count > 0 && queued_prompt_tokens_ + tokens > options_.max_queued_prompt_tokens)) {
+    if (options_.observer != nullptr) options_.observer->OnRejected(RejectReason::kQueueFull);
     return absl::UnavailableError(
         absl::StrFormat("queue full: %d requests / %d prompt tokens waiting; retry later", count,
                         queued_prompt_tokens_));

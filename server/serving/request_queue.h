@@ -17,8 +17,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "engine/model/vocab.h"
+#include "engine/policy/kv_policy.h"
 #include "engine/sampling/sampler.h"
 #include "server/serving/generation_stream.h"
+#include "server/serving/serving_observer.h"
 
 namespace kvserve::server {
 
@@ -29,6 +31,7 @@ struct PendingRequest {
   engine::SamplingParams sampling;     // Already validated.
   int32_t max_tokens = 0;              // >= 1.
   std::vector<std::string> stop_strings;
+  std::shared_ptr<const engine::KvPolicy> kv_policy;  // Null = keep the whole KV cache.
   int32_t priority = 0;                // Higher runs first.
   absl::Time deadline = absl::InfiniteFuture();
   absl::Time enqueue_time;             // Set by Push.
@@ -38,6 +41,7 @@ struct PendingRequest {
 struct RequestQueueOptions {
   int64_t max_queued_requests = 1024;          // Waiting requests beyond this are refused.
   int64_t max_queued_prompt_tokens = 1 << 20;  // Total prompt tokens waiting, likewise.
+  ServingObserver* observer = nullptr;         // Told of refusals; may be null; must outlive.
 };
 
 class RequestQueue {

@@ -72,6 +72,8 @@ class ServingObserver {
   virtual void OnStep(const StepObservation& step) = 0;
   virtual void OnPreemption() = 0;
   virtual void OnGauges(const GaugeObservation& gauges) = 0;
+  // Tokens a KV policy evicted since the last call, by policy name.
+  virtual void OnTokensEvicted(std::string_view policy, int64_t tokens) = 0;
 };
 
 }  // namespace kvserve::server

@@ -74,7 +74,8 @@ class CliE2eTest : public ::testing::Test {
   // One server per test process (ctest runs each case in its own process).
   static void SetUpTestSuite() {
     SubprocessServerOptions options;
-    options.argv = {kServerBinary, "--model", kModel, "--listen", "127.0.0.1:0"};
+    options.argv = {kServerBinary, "--model", kModel, "--listen", "127.0.0.1:0",
+                    "--metrics-listen", "127.0.0.1:0"};
     absl::StatusOr<std::unique_ptr<SubprocessServer>> server = SubprocessServer::Start(options);
     if (server.ok()) {
       server_ = std::move(*server);
@@ -275,6 +276,44 @@ TEST_F(CliE2eTest, BenchOpenLoopCompletesEveryRequest) {
   EXPECT_EQ(report["issued"], 10);
   EXPECT_EQ(report["completed"].get<int>() + report["errored"].get<int>(), 10);
   EXPECT_EQ(report["lost"], 0);
+}
+
+// kvserve-bench --model: the same workload on the serving core in-process (no server).
+TEST(BenchModelE2eTest, InProcessRunPrintsOnlyTheJsonReport) {
+  absl::StatusOr<CommandResult> result = RunCommand(
+      {kBenchBinary, "--model", kModel, "--threads", "1", "--weight-type", "bf16",
+       "--max-running", "8", "--concurrency", "4", "--requests", "12", "--prompt-tokens", "40",
+       "--shared-prefix-tokens", "32", "--max-tokens", "8", "--warmup", "1", "--json"},
+      kCommandTimeoutS);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->exit_code, 0) << result->stderr_text;
+  // The engine's log lines go to stderr: stdout parses as one JSON object.
+  const nlohmann::json report = nlohmann::json::parse(result->stdout_text);
+  EXPECT_EQ(report["completed"], 12) << report;
+  EXPECT_EQ(report["lost"], 0);
+  EXPECT_EQ(report["errored"], 0);
+  EXPECT_EQ(report["shared_prefix_tokens"], 32);
+  EXPECT_EQ(report["total_prompt_tokens"], 12 * 40);
+  EXPECT_NE(report["target"].get<std::string>().find("bf16"), std::string::npos) << report;
+  EXPECT_GT(report["output_tokens_per_s"].get<double>(), 0);
+}
+
+TEST(BenchModelE2eTest, UnknownWeightTypeCannotStart) {
+  absl::StatusOr<CommandResult> result =
+      RunCommand({kBenchBinary, "--model", kModel, "--weight-type", "f13", "--requests", "1"},
+                 kCommandTimeoutS);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->exit_code, 2);
+  EXPECT_NE(result->stderr_text.find("f13"), std::string::npos) << result->stderr_text;
+  EXPECT_TRUE(result->stdout_text.empty()) << result->stdout_text;
+}
+
+TEST(BenchModelE2eTest, EngineFlagsNeedModel) {
+  absl::StatusOr<CommandResult> result =
+      RunCommand({kBenchBinary, "--weight-type", "f32", "--requests", "1"}, kCommandTimeoutS);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_NE(result->exit_code, 0);
+  EXPECT_NE(result->stderr_text.find("--model"), std::string::npos) << result->stderr_text;
 }
 
 }  // namespace

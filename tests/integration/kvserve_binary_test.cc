@@ -123,7 +123,7 @@ class Child {
 class KvserveBinaryTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(KvserveBinaryTest, ServesThenExitsZeroOnSignal) {
-  Child child({"--model", kModel, "--listen", "127.0.0.1:0", "--threads", "1"});
+  Child child({"--model", kModel, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--threads", "1"});
   ASSERT_TRUE(child.started());
   const std::optional<std::string> line = child.ReadStdoutLine(absl::Seconds(60));
   ASSERT_TRUE(line.has_value()) << "no listening line; stderr: " << child.stderr_text();
@@ -175,7 +175,7 @@ TEST(KvserveBinaryExitTest, BadFlagExitsNonzeroNamingIt) {
 }
 
 TEST(KvserveBinaryExitTest, MissingModelExitsOneNamingThePath) {
-  Child child({"--model", "/no/such/model.gguf", "--listen", "127.0.0.1:0"});
+  Child child({"--model", "/no/such/model.gguf", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"});
   ASSERT_TRUE(child.started());
   EXPECT_EQ(child.WaitExit(absl::Seconds(30)), 1);
   EXPECT_THAT(child.stderr_text(), HasSubstr("/no/such/model.gguf"));

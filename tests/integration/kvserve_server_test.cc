@@ -40,6 +40,7 @@ ServerOptions TestOptions() {
   ServerOptions options;
   options.model_path = ModelPath();
   options.listen_address = "127.0.0.1:0";
+  options.metrics_listen = "127.0.0.1:0";
   options.threads = 1;
   return options;
 }
