@@ -45,6 +45,8 @@ class KvServer {
   const RequestLimits& limits() const { return limits_; }
   const engine::Engine& engine() const { return *engine_; }
   EngineLoopStats stats() const { return loop_->stats(); }
+  // Port of the Prometheus /metrics listener, or 0 when it is off.
+  int metrics_port() const { return metrics_ != nullptr ? metrics_->port() : 0; }
 
   // Graceful drain: health -> NOT_SERVING, the queue stops admitting (new requests get
   // UNAVAILABLE "server is shutting down"), running and queued requests get up to
