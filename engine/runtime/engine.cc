@@ -284,6 +284,23 @@ void Engine::Preempt(SequenceId id) {
   s.policy_state = fresh;
 }
 
+absl::Status Engine::ForceNextToken(SequenceId id, TokenId token) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrFormat("no sequence %d", id));
+  }
+  SequenceState& s = *it->second;
+  if (token < 0 || token >= model_->config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrFormat("token %d is outside the vocabulary", token));
+  }
+  if (static_cast<int32_t>(s.tokens.size()) <= s.prompt_length ||
+      static_cast<int32_t>(s.tokens.size()) - s.num_computed != 1) {
+    return absl::FailedPreconditionError("ForceNextToken needs a sampled, not yet computed token");
+  }
+  s.tokens.back() = token;
+  return absl::OkStatus();
+}
+
 int32_t Engine::PendingTokens(SequenceId id) const {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return 0;
@@ -434,7 +451,9 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
     if (options_.enable_prefix_cache && s.policy == nullptr) RegisterFullBlocks(s);
     StepResult::Output out{.sequence = plan.entries[i].sequence, .token = std::nullopt};
     if (batch.entries[i].want_logits) {
-      const TokenId token = s.sampler.Sample(logits.subspan(row * vocab, vocab));
+      const absl::Span<const float> row_logits = logits.subspan(row * vocab, vocab);
+      const TokenId token = s.sampler.Sample(row_logits);
+      if (plan.return_logits) out.logits = row_logits;
       ++row;
       s.tokens.push_back(token);
       out.token = token;

@@ -84,6 +84,11 @@ class Engine {
   // exactly as it would have.
   void Preempt(SequenceId id);
 
+  // Teacher forcing: replaces the token just sampled for `id` (not yet computed) by `token`,
+  // so the next step feeds `token` instead. FAILED_PRECONDITION unless exactly the last
+  // sampled token is pending; INVALID_ARGUMENT for an id outside the vocabulary.
+  absl::Status ForceNextToken(SequenceId id, TokenId token);
+
   // Tokens of `id` not yet in the KV cache (prompt chunks left, or the last sampled token).
   int32_t PendingTokens(SequenceId id) const;
   // Tokens (prompt + generated) of the sequence so far.

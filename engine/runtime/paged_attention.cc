@@ -20,53 +20,95 @@ constexpr int64_t kC = PagedAttention::kChunkPositions;
 
 int64_t ChunksOf(int32_t position) { return position / kC + 1; }
 
+
 #if defined(__AVX512F__)
 inline __mmask16 Mask(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1);
 }
 #endif
 
-// scores[j] = scale * sum_d q[d] * key_t[d * kC + j] for j < n: 16 positions per vector, the
-// sum over d in order (one FMA per d per lane), so each score depends only on q and its key.
-void Scores(const float* q, const float* key_t, int64_t head_dim, int64_t n, float scale,
-            float* scores) {
+// Up to this many query heads (of one KV head) are computed together, sharing every key and
+// value load.
+constexpr int64_t kHeadsAtOnce = 8;
+
+// Per thread: transposed keys (head_dim x kC), then scores (kHeadsAtOnce x kC).
+int64_t ScratchFloats(int64_t head_dim) { return head_dim * kC + kHeadsAtOnce * kC; }
+
+// For each of `heads` query heads h (q + h * head_dim): scores[h * kC + j] = scale * sum_d
+// q_h[d] * key_t[d * kC + j] for j < n. 16 positions per vector, the sum over d in order (one
+// FMA per d per lane), so each score depends only on its q row and its key.
+void Scores(const float* q, int64_t heads, const float* key_t, int64_t head_dim, int64_t n,
+            float scale, float* scores) {
 #if defined(__AVX512F__)
   const __m512 vscale = _mm512_set1_ps(scale);
-  for (int64_t j = 0; j < n; j += 64) {  // Four independent 16-position accumulators.
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    __m512 a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-    const int64_t left = n - j;
+  for (int64_t j = 0; j < n; j += 16) {
+    __m512 acc[kHeadsAtOnce];
+    for (int64_t h = 0; h < kHeadsAtOnce; ++h) acc[h] = _mm512_setzero_ps();
     const float* kt = key_t + j;
-    if (left > 48) {
+    if (heads == kHeadsAtOnce) {  // The common GQA case, fully unrolled.
       for (int64_t d = 0; d < head_dim; ++d, kt += kC) {
-        const __m512 qd = _mm512_set1_ps(q[d]);
-        a0 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt), a0);
-        a1 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt + 16), a1);
-        a2 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt + 32), a2);
-        a3 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt + 48), a3);
-      }
-    } else if (left > 16) {
-      for (int64_t d = 0; d < head_dim; ++d, kt += kC) {
-        const __m512 qd = _mm512_set1_ps(q[d]);
-        a0 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt), a0);
-        a1 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt + 16), a1);
-        a2 = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kt + 32), a2);
+        const __m512 k = _mm512_loadu_ps(kt);
+        for (int64_t h = 0; h < kHeadsAtOnce; ++h) {
+          acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * head_dim + d]), k, acc[h]);
+        }
       }
     } else {
       for (int64_t d = 0; d < head_dim; ++d, kt += kC) {
-        a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), _mm512_loadu_ps(kt), a0);
+        const __m512 k = _mm512_loadu_ps(kt);
+        for (int64_t h = 0; h < heads; ++h) {
+          acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * head_dim + d]), k, acc[h]);
+        }
       }
     }
-    _mm512_mask_storeu_ps(scores + j, Mask(left), _mm512_mul_ps(a0, vscale));
-    if (left > 16) _mm512_mask_storeu_ps(scores + j + 16, Mask(left - 16), _mm512_mul_ps(a1, vscale));
-    if (left > 32) _mm512_mask_storeu_ps(scores + j + 32, Mask(left - 32), _mm512_mul_ps(a2, vscale));
-    if (left > 48) _mm512_mask_storeu_ps(scores + j + 48, Mask(left - 48), _mm512_mul_ps(a3, vscale));
+    const __mmask16 m = Mask(n - j);
+    for (int64_t h = 0; h < heads; ++h) {
+      _mm512_mask_storeu_ps(scores + h * kC + j, m, _mm512_mul_ps(acc[h], vscale));
+    }
   }
 #else
-  for (int64_t j = 0; j < n; ++j) {
-    float s = 0.0f;
-    for (int64_t d = 0; d < head_dim; ++d) s += q[d] * key_t[d * kC + j];
-    scores[j] = s * scale;
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t j = 0; j < n; ++j) {
+      float s = 0.0f;
+      for (int64_t d = 0; d < head_dim; ++d) s += q[h * head_dim + d] * key_t[d * kC + j];
+      scores[h * kC + j] = s * scale;
+    }
+  }
+#endif
+}
+
+// For each of `heads` heads: o[h * stride + d] = sum_j p[h * kC + j] * values[j][d], j in
+// order (one FMA per j per lane).
+void WeightedValues(const float* p, int64_t heads, const float* const* values, int64_t head_dim,
+                    int64_t n, float* o, int64_t stride) {
+#if defined(__AVX512F__)
+  for (int64_t d = 0; d < head_dim; d += 16) {
+    const __mmask16 m = Mask(head_dim - d);
+    __m512 acc[kHeadsAtOnce];
+    for (int64_t h = 0; h < kHeadsAtOnce; ++h) acc[h] = _mm512_setzero_ps();
+    if (heads == kHeadsAtOnce) {
+      for (int64_t j = 0; j < n; ++j) {
+        const __m512 v = _mm512_maskz_loadu_ps(m, values[j] + d);
+        for (int64_t h = 0; h < kHeadsAtOnce; ++h) {
+          acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(p[h * kC + j]), v, acc[h]);
+        }
+      }
+    } else {
+      for (int64_t j = 0; j < n; ++j) {
+        const __m512 v = _mm512_maskz_loadu_ps(m, values[j] + d);
+        for (int64_t h = 0; h < heads; ++h) {
+          acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(p[h * kC + j]), v, acc[h]);
+        }
+      }
+    }
+    for (int64_t h = 0; h < heads; ++h) _mm512_mask_storeu_ps(o + h * stride + d, m, acc[h]);
+  }
+#else
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t d = 0; d < head_dim; ++d) {
+      float s = 0.0f;
+      for (int64_t j = 0; j < n; ++j) s += p[h * kC + j] * values[j][d];
+      o[h * stride + d] = s;
+    }
   }
 #endif
 }
@@ -78,12 +120,13 @@ PagedAttention::PagedAttention(const AttentionGeometry& geometry)
       scale_(1.0f / std::sqrt(static_cast<float>(geometry.head_dim))),
       partial_floats_(geometry.head_dim + 2),
       max_threads_(std::max(omp_get_num_procs(), omp_get_max_threads())),
-      // The transposed keys are read 64 positions at a time: kC columns plus slack.
-      thread_scratch_(static_cast<size_t>(max_threads_) * (geometry.head_dim * kC + kC + 64)) {}
+      thread_scratch_(static_cast<size_t>(max_threads_) * ScratchFloats(geometry.head_dim)),
+      thread_value_rows_(static_cast<size_t>(max_threads_) * kC) {}
 
 void PagedAttention::RunItem(const KvCache& cache, int64_t layer,
                              absl::Span<const AttentionQuery> queries, const float* q,
-                             const Item& item, float* key_t, float* scores) {
+                             const Item& item, float* key_t, float* scores,
+                             const float** value_rows) {
   const int64_t head_dim = geometry_.head_dim;
   const int64_t group = geometry_.n_heads / geometry_.n_kv_heads;
   const int64_t q_stride = geometry_.n_heads * head_dim;
@@ -104,28 +147,31 @@ void PagedAttention::RunItem(const KvCache& cache, int64_t layer,
     for (int64_t d = 0; d < head_dim; ++d) key_t[d * kC + j] = k[d];
   }
 
+  // The chunk's value rows.
+  for (int64_t j = 0; j < end - start; ++j) {
+    const int64_t slot = start + j;
+    value_rows[j] = cache.Value(blocks[slot / block_size], layer, slot % block_size) + kv_offset;
+  }
+
   for (int32_t t = item.first; t < item.first + item.count; ++t) {
     const int32_t position = queries[t].position;
     if (position < start) continue;  // This chunk is in the query's future.
     const int64_t n = std::min<int64_t>(end, position + 1) - start;
     const int64_t chunks = ChunksOf(position);
-    for (int64_t i = 0; i < group; ++i) {
-      const int64_t h = item.kv_head * group + i;
-      Scores(q + t * q_stride + h * head_dim, key_t, head_dim, n, scale_, scores);
-      const float max = MaxOf(scores, n);
-      const float sum = ExpShiftSum(scores, n, max);
+    for (int64_t h0 = 0; h0 < group; h0 += kHeadsAtOnce) {
+      const int64_t heads = std::min(kHeadsAtOnce, group - h0);
+      const int64_t first_head = item.kv_head * group + h0;
+      Scores(q + t * q_stride + first_head * head_dim, heads, key_t, head_dim, n, scale_, scores);
       float* partial = partials_.data() +
-                       (partial_base_[t] + h * chunks + item.chunk) * partial_floats_;
-      float* o = partial;
-      std::fill(o, o + head_dim, 0.0f);
-      for (int64_t j = 0; j < n; ++j) {
-        const int64_t slot = start + j;
-        const float* v =
-            cache.Value(blocks[slot / block_size], layer, slot % block_size) + kv_offset;
-        Axpy(scores[j], v, o, head_dim);
+                       (partial_base_[t] + first_head * chunks + item.chunk) * partial_floats_;
+      const int64_t head_stride = chunks * partial_floats_;  // Between heads' partials.
+      for (int64_t h = 0; h < heads; ++h) {
+        float* row = scores + h * kC;
+        const float max = MaxOf(row, n);
+        partial[h * head_stride + head_dim] = max;
+        partial[h * head_stride + head_dim + 1] = ExpShiftSum(row, n, max);
       }
-      partial[head_dim] = max;
-      partial[head_dim + 1] = sum;
+      WeightedValues(scores, heads, value_rows, head_dim, n, partial, head_stride);
     }
   }
 }
@@ -166,14 +212,16 @@ void PagedAttention::Forward(const KvCache& cache, int64_t layer,
   }
 
   const int64_t n_items = static_cast<int64_t>(items_.size());
-  const int64_t scratch_floats = head_dim * kC + kC + 64;
+  const int64_t scratch_floats = ScratchFloats(head_dim);
   // The calling thread's team size (SetComputeThreads), within the scratch made for.
   const int64_t team = std::min(max_threads_, omp_get_max_threads());
   int threads = static_cast<int>(std::min<int64_t>(team, n_items));
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t i = 0; i < n_items; ++i) {
-    float* scratch = thread_scratch_.data() + omp_get_thread_num() * scratch_floats;
-    RunItem(cache, layer, queries, q, items_[i], scratch, scratch + head_dim * kC + 64);
+    const int thread = omp_get_thread_num();
+    float* scratch = thread_scratch_.data() + thread * scratch_floats;
+    RunItem(cache, layer, queries, q, items_[i], scratch, scratch + head_dim * kC,
+            thread_value_rows_.data() + thread * kC);
   }
 
   // Merge each (query, head)'s chunks in chunk order.

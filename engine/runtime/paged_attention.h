@@ -66,14 +66,17 @@ class PagedAttention {
   };
   // One work item: partial results of its queries' heads for its chunk.
   void RunItem(const KvCache& cache, int64_t layer, absl::Span<const AttentionQuery> queries,
-               const float* q, const Item& item, float* key_t, float* scores);
+               const float* q, const Item& item, float* key_t, float* scores,
+               const float** value_rows);
 
   const AttentionGeometry geometry_;
   const float scale_;
   const int64_t partial_floats_;  // Per (query, head, chunk): o[head_dim], m, l.
   int max_threads_;
-  // Per thread: transposed keys of one chunk (head_dim x kChunkPositions) and one score row.
+  // Per thread: transposed keys of one chunk (head_dim x kChunkPositions), the scores of up
+  // to 8 heads, and the chunk's value row pointers.
   std::vector<float> thread_scratch_;
+  std::vector<const float*> thread_value_rows_;
   std::vector<float> partials_;   // Grow-only.
   std::vector<int64_t> partial_base_;  // Per query: index of its first partial (grow-only).
   std::vector<Item> items_;            // Grow-only.

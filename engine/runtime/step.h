@@ -6,6 +6,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "engine/model/vocab.h"
 
 namespace kvserve::engine {
@@ -20,6 +21,8 @@ struct StepPlan {
     int32_t num_tokens = 0;  // 1..PendingTokens(sequence).
   };
   std::vector<Entry> entries;
+  // Also return the logits each sampled token was drawn from (evaluation tools).
+  bool return_logits = false;
   bool empty() const { return entries.empty(); }
 };
 
@@ -27,6 +30,9 @@ struct StepResult {
   struct Output {
     SequenceId sequence = 0;
     std::optional<TokenId> token;  // Sampled when the entry finished its pending tokens.
+    // With StepPlan::return_logits: the vocab_size logits `token` was sampled from; valid
+    // until the next Step.
+    absl::Span<const float> logits;
   };
   std::vector<Output> outputs;  // One per plan entry, same order.
   int32_t batch_tokens = 0;     // Tokens processed in this step.

@@ -249,6 +249,29 @@ TEST(EngineTest, SeededSamplingIsReproducible) {
   EXPECT_NE(run(42), run(43));
 }
 
+TEST(EngineTest, TeacherForcingAndReturnedLogits) {
+  auto engine = MakeEngine(GgufOptions());
+  const ReferenceCase c = LoadReferenceCases()[0];
+  ASSERT_TRUE(engine->AddSequence(1, {.prompt = c.prompt_ids}).ok());
+  EXPECT_EQ(engine->ForceNextToken(1, 5).code(), absl::StatusCode::kFailedPrecondition);
+  StepPlan plan{{{.sequence = 1, .num_tokens = engine->PendingTokens(1)}}};
+  plan.return_logits = true;
+  auto r = engine->Step(plan);
+  ASSERT_TRUE(r.ok());
+  const auto& logits = r->outputs[0].logits;
+  ASSERT_EQ(logits.size(), 512u);
+  EXPECT_EQ(std::max_element(logits.begin(), logits.end()) - logits.begin(),
+            *r->outputs[0].token);  // Greedy picked the argmax.
+  EXPECT_EQ(engine->ForceNextToken(1, 600).code(), absl::StatusCode::kInvalidArgument);
+  // Force the second reference token in place of the first: the continuation follows it.
+  ASSERT_TRUE(engine->ForceNextToken(1, c.generated_ids[1]).ok());
+  r = engine->Step({{{.sequence = 1, .num_tokens = 1}}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(engine->TotalTokens(1), static_cast<int32_t>(c.prompt_ids.size()) + 2);
+  EXPECT_TRUE(r->outputs[0].logits.empty());  // Not asked for.
+  engine->RemoveSequence(1);
+}
+
 TEST(EngineTest, RejectsBadSequencesAndPlans) {
   auto engine = MakeEngine(GgufOptions());
   EXPECT_EQ(engine->AddSequence(1, {.prompt = {}}).code(), absl::StatusCode::kInvalidArgument);
