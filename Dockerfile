@@ -1,6 +1,10 @@
 # kvserve container: build on Debian 12 with the same scripts CI runs, then a slim runtime.
 #   docker build -t kvserve .
-#   docker run --rm -p 50051:50051 kvserve
+#   docker run --rm -p 50051:50051 -p 9090:9090 kvserve
+#   docker run --rm -p 50051:50051 kvserve --model /models/other.gguf --kv-policy h2o:keep=0.5
+#
+# The engine is compiled with -march=native for the build machine's CPU (AVX-512 kernels):
+# build the image on the CPU family it will run on.
 FROM debian:12 AS build
 WORKDIR /src
 COPY scripts/install_deps.sh scripts/
@@ -17,9 +21,12 @@ RUN apt-get update -qq \
  && useradd --system --uid 10001 --no-create-home kvserve
 COPY --from=build /src/build/kvserve /src/build/kvserve-cli /usr/local/bin/
 COPY models/stories260K.gguf /models/stories260K.gguf
-USER kvserve
-ENV KVSERVE_MODEL=/models/stories260K.gguf KVSERVE_LISTEN=0.0.0.0:50051
-EXPOSE 50051
+USER 10001
+# gRPC API (kvserve.v1, health, reflection) and Prometheus /metrics.
+EXPOSE 50051 9090
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
-  CMD ["kvserve-cli", "health", "--server", "127.0.0.1:50051"]
-ENTRYPOINT ["sh", "-c", "exec kvserve --model \"$KVSERVE_MODEL\" --listen \"$KVSERVE_LISTEN\" \"$@\"", "kvserve"]
+  CMD ["kvserve-cli", "health", "--server", "127.0.0.1:50051", "--timeout", "2"]
+ENTRYPOINT ["kvserve"]
+# Every flag can be overridden by passing arguments to `docker run`.
+CMD ["--model", "/models/stories260K.gguf", "--listen", "0.0.0.0:50051", \
+     "--metrics-listen", "0.0.0.0:9090"]
