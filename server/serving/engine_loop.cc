@@ -445,6 +445,7 @@ class EngineLoop::Impl {
     s.preemptions = preemptions_;
     s.completed = completed_;
     s.last_step_time = last_step_time_;
+    s.heartbeat = absl::Now();
     const engine::EngineStats& es = engine_->stats();
     for (const auto& [policy, total] : es.evicted_tokens_by_policy) {
       int64_t& reported = evicted_reported_[policy];

@@ -37,6 +37,8 @@ struct EngineLoopStats {
   int64_t preemptions = 0;
   int64_t completed = 0;
   absl::Time last_step_time = absl::InfinitePast();
+  // Last time the loop went round (idle or not): a liveness heartbeat.
+  absl::Time heartbeat = absl::InfinitePast();
 };
 
 class EngineLoop {
