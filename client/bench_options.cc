@@ -12,13 +12,31 @@ void AddBenchFlags(CLI::App& app, BenchOptions& options) {
           ->capture_default_str();
   CLI::Option* model = app.add_option(
       "--model", options.model,
-      "Model file for an in-process engine instead of --server (not yet available)");
+      "Model file (GGUF or llama2.c) for an in-process engine instead of --server: the same "
+      "serving core with no gRPC");
   server->excludes(model);
   model->excludes(server);
   app.add_flag("--allow-remote", options.allow_remote,
                "Allow a --server that is not a loopback address");
   app.add_option("--threads", options.threads,
-                 "Compute threads of the in-process engine (--model only; ignored with --server)");
+                 "Compute threads of the in-process engine, 0 = all cores (--model only; "
+                 "ignored with --server)");
+  app.add_option("--weight-type", options.weight_type,
+                 "--model: weight storage of the engine: auto|f32|bf16|int8 (default: the "
+                 "engine's)")
+      ->needs(model);
+  app.add_option("--kv-cache-mb", options.kv_cache_mb,
+                 "--model: KV cache size in MiB (0 = sized by the engine)")
+      ->capture_default_str()
+      ->needs(model);
+  app.add_option("--max-batch-tokens", options.max_batch_tokens,
+                 "--model: token budget of one engine step")
+      ->capture_default_str()
+      ->needs(model);
+  app.add_option("--max-running", options.max_running,
+                 "--model: sequences holding KV at once")
+      ->capture_default_str()
+      ->needs(model);
   app.add_flag("--json", options.json, "Print the report as one JSON object");
 
   CLI::Option* concurrency =
@@ -39,6 +57,10 @@ void AddBenchFlags(CLI::App& app, BenchOptions& options) {
   app.add_option("--prompt-tokens", load.prompt_tokens,
                  "Exact prompt length: random token ids in [3, vocab)")
       ->capture_default_str();
+  app.add_option("--shared-prefix-tokens", load.shared_prefix_tokens,
+                 "The first N prompt ids are the same in every request (a shared system "
+                 "prompt, for prefix caching); the rest stay random. <= --prompt-tokens")
+      ->capture_default_str();
   app.add_option("--max-tokens", load.max_tokens, "max_tokens of every request")
       ->capture_default_str();
   app.add_option("--temperature", load.temperature, "Sampling temperature (0 = greedy)")
@@ -52,22 +74,31 @@ void AddBenchFlags(CLI::App& app, BenchOptions& options) {
 }
 
 absl::Status ValidateBenchOptions(const BenchOptions& options) {
-  if (!options.model.empty()) {
-    return absl::UnimplementedError(absl::StrCat(
-        "the in-process engine target (--model ", options.model,
-        ") is not yet available; start kvserve and use --server HOST:PORT"));
-  }
-  absl::StatusOr<ServerAddress> address = ParseServerAddress(options.server);
-  if (!address.ok()) return address.status();
-  if (!options.allow_remote && !IsLoopbackHost(address->host)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--server ", options.server,
-        " is not a loopback address; kvserve-bench loads only local servers unless "
-        "--allow-remote is given"));
+  if (options.model.empty()) {
+    absl::StatusOr<ServerAddress> address = ParseServerAddress(options.server);
+    if (!address.ok()) return address.status();
+    if (!options.allow_remote && !IsLoopbackHost(address->host)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--server ", options.server,
+          " is not a loopback address; kvserve-bench loads only local servers unless "
+          "--allow-remote is given"));
+    }
   }
   if (options.threads < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--threads must be >= 0, got ", options.threads));
+  }
+  if (options.kv_cache_mb < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv-cache-mb must be >= 0, got ", options.kv_cache_mb));
+  }
+  if (options.max_batch_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-batch-tokens must be >= 1, got ", options.max_batch_tokens));
+  }
+  if (options.max_running < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-running must be >= 1, got ", options.max_running));
   }
   return ValidateLoadGenOptions(options.load);
 }

@@ -83,6 +83,7 @@ nlohmann::ordered_json BenchReportToJson(const BenchReport& report) {
       {"concurrency", c.concurrency},
       {"rate", c.rate},
       {"prompt_tokens", c.prompt_tokens},
+      {"shared_prefix_tokens", c.shared_prefix_tokens},
       {"max_tokens", c.max_tokens},
       {"temperature", c.temperature},
       {"warmup_requests", c.warmup_requests},
@@ -117,6 +118,10 @@ std::string FormatBenchReportTable(const BenchReport& report) {
   absl::StrAppendFormat(&out,
                         "requests    prompt %d tokens, max_tokens %d, temperature %g, warmup %d\n",
                         c.prompt_tokens, c.max_tokens, c.temperature, c.warmup_requests);
+  if (c.shared_prefix_tokens > 0) {
+    absl::StrAppendFormat(&out, "            first %d prompt tokens shared by every request\n",
+                          c.shared_prefix_tokens);
+  }
   absl::StrAppendFormat(&out, "issued      %d  completed %d  errored %d  lost %d\n",
                         report.issued, report.completed, report.errored, report.lost);
   if (!report.errors.empty()) {

@@ -55,6 +55,7 @@ struct BenchConfig {
   int concurrency = 0;         // Closed loop workers (0 in open loop).
   double rate = 0;             // Open loop arrivals per second (0 in closed loop).
   int prompt_tokens = 0;       // Prompt length asked for.
+  int shared_prefix_tokens = 0;  // Leading prompt ids shared by every request.
   int max_tokens = 0;          // max_tokens of every request.
   float temperature = 0;       // Sampling temperature of every request.
   int warmup_requests = 0;     // Unmeasured requests run first.

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "client/bench_options.h"
 #include "client/generation_target.h"
 #include "engine/runtime/engine.h"
 #include "server/serving/engine_loop.h"
@@ -22,6 +23,12 @@ struct EngineTargetOptions {
   server::EngineLoopOptions loop;     // Scheduler limits.
   server::RequestQueueOptions queue;  // Admission limits.
 };
+
+// kvserve-bench's --model flags as engine options: --model, --threads, --weight-type,
+// --kv-cache-mb, --max-batch-tokens (engine and loop alike), --max-running; queue limits stay
+// at the server's defaults. INVALID_ARGUMENT for an empty --model or a --weight-type name
+// the engine does not know (the message lists the known ones).
+absl::StatusOr<EngineTargetOptions> MakeEngineTargetOptions(const BenchOptions& options);
 
 class EngineGenerationTarget : public GenerationTarget {
  public:

@@ -1,6 +1,6 @@
 // GenerationTarget: what kvserve-bench sends load to. The workload driver (load_generator.h)
 // only sees this interface, so the same driver can measure a server over gRPC
-// (GrpcGenerationTarget) or an engine in this process (not written yet; `--model`).
+// (GrpcGenerationTarget) or an engine in this process (EngineGenerationTarget, `--model`).
 //
 // Contract for implementations:
 //   - StartGenerate() returns without waiting for the generation; it may be called from any

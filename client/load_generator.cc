@@ -34,6 +34,7 @@ uint64_t MixSeed(uint64_t seed, uint64_t stream, uint64_t index) {
 constexpr uint64_t kWarmupStream = 1;
 constexpr uint64_t kMeasuredStream = 2;
 constexpr uint64_t kArrivalStream = 3;
+constexpr uint64_t kSharedPrefixStream = 4;
 
 bool Finite(double value) { return std::isfinite(value); }
 
@@ -126,9 +127,7 @@ class LoadRun {
     item.index = index;
     // Arguments were validated in RunLoad(), so this cannot fail.
     item.prompt_token_ids =
-        BuildPromptTokenIds(options_.prompt_tokens, vocab_size_,
-                            MixSeed(options_.seed, stream, static_cast<uint64_t>(index)))
-            .value();
+        BuildWorkloadPrompt(options_, vocab_size_, /*warmup=*/!measured, index).value();
     item.max_tokens = options_.max_tokens;
     item.temperature = options_.temperature;
     item.seed = MixSeed(options_.seed, stream + 100, static_cast<uint64_t>(index));
@@ -207,6 +206,10 @@ absl::Status ValidateLoadGenOptions(const LoadGenOptions& o) {
     return invalid("the run needs a bound: give --requests N and/or --duration SECONDS");
   }
   if (o.prompt_tokens < 1) return invalid("--prompt-tokens must be >= 1, got ", o.prompt_tokens);
+  if (o.shared_prefix_tokens < 0 || o.shared_prefix_tokens > o.prompt_tokens) {
+    return invalid("--shared-prefix-tokens must be in [0, --prompt-tokens ", o.prompt_tokens,
+                   "], got ", o.shared_prefix_tokens);
+  }
   if (o.max_tokens < 1) return invalid("--max-tokens must be >= 1, got ", o.max_tokens);
   if (!std::isfinite(o.temperature) || o.temperature < 0) {
     return invalid("--temperature must be finite and >= 0, got ", o.temperature);
@@ -236,6 +239,30 @@ absl::StatusOr<std::vector<int32_t>> BuildPromptTokenIds(int num_tokens, int voc
   return ids;
 }
 
+absl::StatusOr<std::vector<int32_t>> BuildWorkloadPrompt(const LoadGenOptions& options,
+                                                         int vocab_size, bool warmup,
+                                                         int64_t index) {
+  const int shared = options.shared_prefix_tokens;
+  const int own = options.prompt_tokens - shared;
+  std::vector<int32_t> ids;
+  ids.reserve(static_cast<size_t>(std::max(options.prompt_tokens, 0)));
+  if (shared > 0) {
+    absl::StatusOr<std::vector<int32_t>> prefix =
+        BuildPromptTokenIds(shared, vocab_size, MixSeed(options.seed, kSharedPrefixStream, 0));
+    if (!prefix.ok()) return prefix.status();
+    ids = *std::move(prefix);
+  }
+  if (own > 0 || shared <= 0) {
+    const uint64_t stream = warmup ? kWarmupStream : kMeasuredStream;
+    absl::StatusOr<std::vector<int32_t>> rest =
+        BuildPromptTokenIds(own, vocab_size, MixSeed(options.seed, stream,
+                                                     static_cast<uint64_t>(index)));
+    if (!rest.ok()) return rest.status();
+    ids.insert(ids.end(), rest->begin(), rest->end());
+  }
+  return ids;
+}
+
 absl::StatusOr<BenchReport> RunLoad(GenerationTarget& target, const LoadGenOptions& options) {
   if (absl::Status status = ValidateLoadGenOptions(options); !status.ok()) return status;
   absl::StatusOr<TargetInfo> info = target.GetInfo(options.timeout_s);
@@ -256,6 +283,7 @@ absl::StatusOr<BenchReport> RunLoad(GenerationTarget& target, const LoadGenOptio
   config.concurrency = options.rate > 0 ? 0 : options.concurrency;
   config.rate = options.rate;
   config.prompt_tokens = options.prompt_tokens;
+  config.shared_prefix_tokens = options.shared_prefix_tokens;
   config.max_tokens = options.max_tokens;
   config.temperature = options.temperature;
   config.warmup_requests = options.warmup_requests;

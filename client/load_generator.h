@@ -37,6 +37,10 @@ struct LoadGenOptions {
   double duration_s = 0;
   // Exact prompt length in tokens (random ids, see BuildPromptTokenIds). >= 1.
   int prompt_tokens = 16;
+  // The first this many prompt ids are the same in every request of the run, warmup
+  // included (a shared system prompt: what prefix caching serves); the remaining
+  // prompt_tokens - shared_prefix_tokens stay random per request. 0..prompt_tokens.
+  int shared_prefix_tokens = 0;
   // max_tokens of every request. >= 1.
   int max_tokens = 16;
   // Sampling temperature of every request; 0 = greedy. Finite, >= 0.
@@ -57,6 +61,15 @@ absl::Status ValidateLoadGenOptions(const LoadGenOptions& options);
 // vocab_size <= kFirstPromptTokenId.
 absl::StatusOr<std::vector<int32_t>> BuildPromptTokenIds(int num_tokens, int vocab_size,
                                                          uint64_t seed);
+
+// The prompt of request `index` of a stream (warmup or measured) under `options`: the run's
+// shared prefix (options.shared_prefix_tokens ids, seeded by options.seed alone), then random
+// ids seeded by (options.seed, stream, index) up to options.prompt_tokens. Same arguments, same
+// ids. `options` must be valid (ValidateLoadGenOptions); INVALID_ARGUMENT as
+// BuildPromptTokenIds otherwise.
+absl::StatusOr<std::vector<int32_t>> BuildWorkloadPrompt(const LoadGenOptions& options,
+                                                         int vocab_size, bool warmup,
+                                                         int64_t index);
 
 // Runs warmup then the measured workload against `target` and returns the report of the
 // measured phase. Fails (without sending load) if the options are invalid or the target

@@ -62,6 +62,32 @@ TEST(BenchOptionsTest, ExclusiveFlagsFailToParse) {
   EXPECT_FALSE(Parse({"--requests", "many"}).parse_ok);
 }
 
+TEST(BenchOptionsTest, EngineFlagsReachTheirFields) {
+  const Parsed parsed =
+      Parse({"--model", "m.gguf", "--threads", "2", "--weight-type", "bf16", "--kv-cache-mb",
+             "64", "--max-batch-tokens", "256", "--max-running", "16", "--prompt-tokens", "300",
+             "--shared-prefix-tokens", "256", "--requests", "4"});
+  ASSERT_TRUE(parsed.parse_ok);
+  const BenchOptions& o = parsed.options;
+  EXPECT_EQ(o.model, "m.gguf");
+  EXPECT_EQ(o.threads, 2);
+  EXPECT_EQ(o.weight_type, "bf16");
+  EXPECT_EQ(o.kv_cache_mb, 64);
+  EXPECT_EQ(o.max_batch_tokens, 256);
+  EXPECT_EQ(o.max_running, 16);
+  EXPECT_EQ(o.load.shared_prefix_tokens, 256);
+  EXPECT_TRUE(ValidateBenchOptions(o).ok()) << ValidateBenchOptions(o);
+}
+
+TEST(BenchOptionsTest, EngineFlagsNeedModel) {
+  for (const char* flag : {"--weight-type", "--kv-cache-mb", "--max-batch-tokens",
+                           "--max-running"}) {
+    const std::string value = std::string(flag) == "--weight-type" ? "f32" : "8";
+    EXPECT_FALSE(Parse({flag, value, "--requests", "1"}).parse_ok) << flag;
+    EXPECT_TRUE(Parse({"--model", "m.gguf", flag, value, "--requests", "1"}).parse_ok) << flag;
+  }
+}
+
 struct ValidationCase {
   std::string name;
   std::vector<std::string> args;
@@ -84,9 +110,23 @@ TEST_P(BenchValidationTest, Validates) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, BenchValidationTest,
     ::testing::Values(
-        ValidationCase{"model_not_yet_available",
-                       {"--model", "models/stories260K.gguf", "--requests", "1"},
-                       absl::StatusCode::kUnimplemented, "not yet available"},
+        ValidationCase{"model", {"--model", "models/stories260K.gguf", "--requests", "1"},
+                       absl::StatusCode::kOk, ""},
+        ValidationCase{"model_ignores_server_checks",
+                       {"--model", "m.gguf", "--allow-remote", "--requests", "1"},
+                       absl::StatusCode::kOk, ""},
+        ValidationCase{"negative_kv_cache",
+                       {"--model", "m.gguf", "--kv-cache-mb", "-1", "--requests", "1"},
+                       absl::StatusCode::kInvalidArgument, "--kv-cache-mb"},
+        ValidationCase{"zero_batch_tokens",
+                       {"--model", "m.gguf", "--max-batch-tokens", "0", "--requests", "1"},
+                       absl::StatusCode::kInvalidArgument, "--max-batch-tokens"},
+        ValidationCase{"zero_running",
+                       {"--model", "m.gguf", "--max-running", "0", "--requests", "1"},
+                       absl::StatusCode::kInvalidArgument, "--max-running"},
+        ValidationCase{"shared_prefix_too_long",
+                       {"--prompt-tokens", "8", "--shared-prefix-tokens", "9", "--requests", "1"},
+                       absl::StatusCode::kInvalidArgument, "--shared-prefix-tokens"},
         ValidationCase{"remote_refused",
                        {"--server", "192.0.2.1:50051", "--requests", "1"},
                        absl::StatusCode::kInvalidArgument, "--allow-remote"},

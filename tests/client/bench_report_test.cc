@@ -92,7 +92,8 @@ TEST(BenchReportToJsonTest, HasEveryDocumentedField) {
   const nlohmann::ordered_json json =
       BenchReportToJson(SummarizeRun(Config(), MixedRecords(), 5, 2.0));
   for (const char* key :
-       {"target", "model", "mode", "concurrency", "rate", "prompt_tokens", "max_tokens",
+       {"target", "model", "mode", "concurrency", "rate", "prompt_tokens",
+        "shared_prefix_tokens", "max_tokens",
         "temperature", "warmup_requests", "issued", "completed", "errored", "lost", "errors",
         "first_error", "duration_s", "total_prompt_tokens", "total_output_tokens",
         "requests_per_s", "output_tokens_per_s", "prefill_tokens_per_s",

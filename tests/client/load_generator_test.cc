@@ -41,6 +41,47 @@ TEST(BuildPromptTokenIdsTest, RejectsImpossibleRequests) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(BuildWorkloadPromptTest, SharedPrefixIsCommonAndTheRestIsPerRequest) {
+  LoadGenOptions options;
+  options.prompt_tokens = 40;
+  options.shared_prefix_tokens = 32;
+  options.seed = 5;
+  const std::vector<int32_t> a = BuildWorkloadPrompt(options, 512, false, 0).value();
+  const std::vector<int32_t> b = BuildWorkloadPrompt(options, 512, false, 1).value();
+  const std::vector<int32_t> w = BuildWorkloadPrompt(options, 512, true, 0).value();
+  ASSERT_EQ(a.size(), 40u);
+  ASSERT_EQ(b.size(), 40u);
+  ASSERT_EQ(w.size(), 40u);
+  EXPECT_TRUE(std::equal(a.begin(), a.begin() + 32, b.begin()));
+  EXPECT_TRUE(std::equal(a.begin(), a.begin() + 32, w.begin()));  // Warmup fills the cache.
+  EXPECT_FALSE(std::equal(a.begin() + 32, a.end(), b.begin() + 32));
+  EXPECT_FALSE(std::equal(a.begin() + 32, a.end(), w.begin() + 32));
+  EXPECT_EQ(a, BuildWorkloadPrompt(options, 512, false, 0).value());  // Replayable.
+  options.seed = 6;  // Another run, another prefix.
+  const std::vector<int32_t> other = BuildWorkloadPrompt(options, 512, false, 0).value();
+  EXPECT_FALSE(std::equal(a.begin(), a.begin() + 32, other.begin()));
+}
+
+TEST(BuildWorkloadPromptTest, WithoutSharedPrefixPromptsDifferFromTheFirstId) {
+  LoadGenOptions options;
+  options.prompt_tokens = 16;
+  const std::vector<int32_t> a = BuildWorkloadPrompt(options, 512, false, 0).value();
+  const std::vector<int32_t> b = BuildWorkloadPrompt(options, 512, false, 1).value();
+  ASSERT_EQ(a.size(), 16u);
+  EXPECT_NE(std::vector<int32_t>(a.begin(), a.begin() + 8),
+            std::vector<int32_t>(b.begin(), b.begin() + 8));
+}
+
+TEST(BuildWorkloadPromptTest, WholePromptSharedMakesEveryPromptEqual) {
+  LoadGenOptions options;
+  options.prompt_tokens = 12;
+  options.shared_prefix_tokens = 12;
+  const std::vector<int32_t> a = BuildWorkloadPrompt(options, 512, false, 0).value();
+  EXPECT_EQ(a.size(), 12u);
+  EXPECT_EQ(a, BuildWorkloadPrompt(options, 512, false, 7).value());
+  EXPECT_EQ(a, BuildWorkloadPrompt(options, 512, true, 3).value());
+}
+
 LoadGenOptions ValidOptions() {
   LoadGenOptions options;
   options.requests = 4;
@@ -84,6 +125,15 @@ INSTANTIATE_TEST_SUITE_P(
                            "--duration"},
         InvalidOptionsCase{"zero_prompt", [](LoadGenOptions& o) { o.prompt_tokens = 0; },
                            "--prompt-tokens"},
+        InvalidOptionsCase{"negative_shared_prefix",
+                           [](LoadGenOptions& o) { o.shared_prefix_tokens = -1; },
+                           "--shared-prefix-tokens"},
+        InvalidOptionsCase{"shared_prefix_longer_than_prompt",
+                           [](LoadGenOptions& o) {
+                             o.prompt_tokens = 8;
+                             o.shared_prefix_tokens = 9;
+                           },
+                           "--shared-prefix-tokens"},
         InvalidOptionsCase{"zero_max_tokens", [](LoadGenOptions& o) { o.max_tokens = 0; },
                            "--max-tokens"},
         InvalidOptionsCase{"negative_temperature", [](LoadGenOptions& o) { o.temperature = -1; },
@@ -186,6 +236,27 @@ TEST(RunLoadTest, ClosedLoopCompletesEveryRequestWithinConcurrency) {
       EXPECT_GE(id, kFirstPromptTokenId);
       EXPECT_LT(id, 64);
     }
+  }
+}
+
+TEST(RunLoadTest, SharedPrefixReachesEveryRequest) {
+  ScriptedTarget target(/*fail_every=*/0);
+  LoadGenOptions options;
+  options.concurrency = 2;
+  options.requests = 6;
+  options.prompt_tokens = 10;
+  options.shared_prefix_tokens = 6;
+  options.max_tokens = 1;
+  options.warmup_requests = 1;
+  absl::StatusOr<BenchReport> report = RunLoad(target, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->completed, 6);
+  EXPECT_EQ(report->config.shared_prefix_tokens, 6);
+  const std::vector<std::vector<int32_t>> prompts = target.prompts();
+  ASSERT_EQ(prompts.size(), 7u);
+  for (const std::vector<int32_t>& prompt : prompts) {
+    ASSERT_EQ(prompt.size(), 10u);
+    EXPECT_TRUE(std::equal(prompt.begin(), prompt.begin() + 6, prompts[0].begin()));
   }
 }
 

@@ -1,6 +1,8 @@
 // The whole server under a known workload: kvserve's own /metrics (scraped over HTTP) counts
 // it exactly, `promtool check metrics` accepts the output, and requests with different KV
 // policies run in the same batch.
+#include <unistd.h>
+
 #include <string>
 #include <thread>
 #include <vector>
@@ -9,6 +11,7 @@
 #include "server/grpc/kvserve_server.h"
 #include "tests/integration/test_client.h"
 #include "tests/server/metrics/metrics_test_support.h"
+#include "tests/server/metrics/prometheus_server.h"
 
 namespace kvserve::server {
 namespace {
@@ -132,6 +135,43 @@ TEST(ServingMetricsTest, RequestsWithDifferentPoliciesShareABatch) {
     EXPECT_GT(m.Value("kvserve_kv_evicted_tokens_total", {{"policy", policy}}).value_or(0), 0)
         << policy;
   }
+}
+
+}  // namespace
+}  // namespace kvserve::server
+
+namespace kvserve::server {
+namespace {
+
+// A real Prometheus with the shipped scrape config, pointed at a running kvserve that served
+// requests: the time-to-first-token histogram and the KV gauges come back through Prometheus'
+// HTTP query API.
+TEST(ServingMetricsTest, RealPrometheusScrapesARunningServer) {
+  ASSERT_EQ(access(testing::kPrometheus, X_OK), 0)
+      << "run scripts/install_deps.sh (Debian package prometheus)";
+  auto server = KvServer::Create(TestOptions());
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::Inference::NewStub(kvserve::testing::Connect((*server)->address()));
+  constexpr int kRequests = 4;
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(kvserve::testing::Generate(*stub, Params("Once upon a time", 16)).status.ok());
+  }
+  const std::string config = testing::ShippedScrapeConfigFor((*server)->metrics_port());
+  ASSERT_FALSE(config.empty()) << "deploy/prometheus/prometheus.yml lost its kvserve:9090 target";
+  absl::StatusOr<int> port = testing::PickFreePort();
+  ASSERT_TRUE(port.ok()) << port.status();
+  testing::PrometheusServer prometheus;
+  ASSERT_TRUE(prometheus.Start(config, *port));
+  auto equals = [](double want) { return [want](double v) { return v == want; }; };
+  ASSERT_EQ(prometheus.WaitFor(R"(up{job="kvserve"})", equals(1)), 1) << prometheus.log();
+  EXPECT_EQ(prometheus.WaitFor("kvserve_time_to_first_token_seconds_count", equals(kRequests)),
+            kRequests)
+      << prometheus.log();
+  const double capacity = (*server)->engine().total_kv_blocks();
+  EXPECT_EQ(prometheus.WaitFor("kvserve_kv_blocks_capacity", equals(capacity)), capacity);
+  EXPECT_EQ(prometheus.WaitFor("kvserve_kv_usage_ratio", equals(0)), 0);
+  EXPECT_EQ(prometheus.WaitFor("sum(kvserve_generated_tokens_total)", equals(kRequests * 16)),
+            kRequests * 16);
 }
 
 }  // namespace

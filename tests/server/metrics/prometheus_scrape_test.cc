@@ -27,130 +27,15 @@
 #include "nlohmann/json.hpp"
 #include "server/metrics/prometheus_metrics.h"
 #include "tests/server/metrics/metrics_test_support.h"
+#include "tests/server/metrics/prometheus_server.h"
 
-extern char** environ;
 
 namespace kvserve::server {
 namespace {
 
-constexpr char kPrometheus[] = "/usr/bin/prometheus";
-
-std::string ReadFile(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-// A Prometheus server process on loopback; SIGTERM (then SIGKILL) and reaped on
-// destruction, its temp dir removed.
-class PrometheusServer {
- public:
-  ~PrometheusServer() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      const absl::Time deadline = absl::Now() + absl::Seconds(10);
-      while (waitpid(pid_, &status, WNOHANG) == 0) {
-        if (absl::Now() > deadline) {
-          kill(pid_, SIGKILL);
-          waitpid(pid_, &status, 0);
-          break;
-        }
-        absl::SleepFor(absl::Milliseconds(50));
-      }
-    }
-    if (!dir_.empty()) {
-      std::error_code ignored;
-      std::filesystem::remove_all(dir_, ignored);
-    }
-  }
-
-  // Writes `config` and starts Prometheus on 127.0.0.1:`port`.
-  ::testing::AssertionResult Start(const std::string& config, int port) {
-    char dir_template[] = "/tmp/kvserve_prometheus_XXXXXX";
-    if (mkdtemp(dir_template) == nullptr) return ::testing::AssertionFailure() << "mkdtemp";
-    dir_ = dir_template;
-    std::ofstream(dir_ / "prometheus.yml") << config;
-    port_ = port;
-    const std::vector<std::string> argv = {
-        kPrometheus,
-        "--config.file=" + (dir_ / "prometheus.yml").string(),
-        "--storage.tsdb.path=" + (dir_ / "data").string(),
-        absl::StrCat("--web.listen-address=127.0.0.1:", port),
-        "--log.level=warn",
-    };
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    const std::string log = (dir_ / "prometheus.log").string();
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    const int rc = posix_spawn(&pid_, kPrometheus, &actions, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      pid_ = 0;
-      return ::testing::AssertionFailure() << "cannot start " << kPrometheus << ": " << rc;
-    }
-    return ::testing::AssertionSuccess();
-  }
-
-  bool exited() {
-    int status = 0;
-    if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = 0;
-      return true;
-    }
-    return pid_ == 0;
-  }
-
-  // Prometheus' log and its view of the scrape targets (lastError says why a scrape failed).
-  std::string log() const {
-    absl::StatusOr<testing::HttpResponse> targets =
-        testing::HttpGet(absl::StrCat("http://127.0.0.1:", port_, "/api/v1/targets"), 2000);
-    return absl::StrCat("prometheus log:\n", ReadFile(dir_ / "prometheus.log"),
-                        "\ntargets: ", targets.ok() ? targets->body : targets.status().ToString());
-  }
-
-  // The single value of an instant query, or nullopt (no result yet, not up, error).
-  std::optional<double> Query(const std::string& promql) const {
-    absl::StatusOr<testing::HttpResponse> response =
-        testing::HttpGet(absl::StrCat("http://127.0.0.1:", port_,
-                                      "/api/v1/query?query=", testing::UrlEncode(promql)),
-                         2000);
-    if (!response.ok() || response->status != 200) return std::nullopt;
-    const nlohmann::json json = nlohmann::json::parse(response->body, nullptr,
-                                                      /*allow_exceptions=*/false);
-    if (json.is_discarded() || json.value("status", "") != "success") return std::nullopt;
-    const nlohmann::json& result = json["data"]["result"];
-    if (!result.is_array() || result.size() != 1) return std::nullopt;
-    const nlohmann::json& value = result[0]["value"];
-    if (!value.is_array() || value.size() != 2 || !value[1].is_string()) return std::nullopt;
-    return std::strtod(value[1].get<std::string>().c_str(), nullptr);
-  }
-
-  // Polls `promql` until `accept` holds for its value or `timeout` passes; returns the last
-  // value seen.
-  template <typename Pred>
-  std::optional<double> WaitFor(const std::string& promql, Pred accept,
-                                absl::Duration timeout = absl::Seconds(30)) {
-    const absl::Time deadline = absl::Now() + timeout;
-    std::optional<double> value;
-    while (absl::Now() < deadline && !exited()) {
-      value = Query(promql);
-      if (value.has_value() && accept(*value)) return value;
-      absl::SleepFor(absl::Milliseconds(200));
-    }
-    return value;
-  }
-
- private:
-  std::filesystem::path dir_;
-  pid_t pid_ = 0;
-  int port_ = 0;
-};
+using testing::kPrometheus;
+using testing::PrometheusServer;
+using testing::ReadFile;
 
 GaugeObservation KvUsage(int64_t used, int64_t total) {
   GaugeObservation g;
