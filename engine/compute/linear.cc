@@ -29,6 +29,7 @@ using tag = dnnl::memory::format_tag;
 // bucket is then created with that exact layout (and a test checks they all run brgemm).
 constexpr int64_t kLayoutProbeRows = 32;
 constexpr size_t kAlign = 64;
+constexpr int64_t kMaxInt8InFeatures = 65536;
 
 // Abseil 20220623 (Debian) has its own string_view type, which StrCat takes.
 absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
@@ -249,6 +250,12 @@ absl::StatusOr<std::unique_ptr<Linear>> Linear::CreateStacked(
                        " input features; the matrices stacked with it have ", k));
     }
     n += weight.shape[0];
+  }
+  // The s32 accumulator of a u8 x s8 product of K terms reaches 255 * 127 * K.
+  if (type == WeightType::kInt8 && k > kMaxInt8InFeatures) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight \"", parts[0]->name, "\" has ", k, " input features; int8 takes at most ",
+                     kMaxInt8InFeatures, " (the s32 accumulator would overflow)"));
   }
   const dt wdt = type == WeightType::kF32 ? dt::f32 : type == WeightType::kBf16 ? dt::bf16 : dt::s8;
 

@@ -81,7 +81,8 @@ class Linear {
   // or whose bytes do not match its shape; UNIMPLEMENTED on a GPU device (the weights and
   // activations here are host memory; GPU matmuls need device buffers and are not written
   // yet); INTERNAL if oneDNN fails.
-  // kAuto is INVALID_ARGUMENT (resolve it first).
+  // kAuto is INVALID_ARGUMENT (resolve it first), and so is kInt8 with more than 65536
+  // in_features (its s32 accumulator could overflow).
   static absl::StatusOr<std::unique_ptr<Linear>> Create(Device& device, const TensorData& weight,
                                                         WeightType type);
 

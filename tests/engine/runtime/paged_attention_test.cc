@@ -1,0 +1,198 @@
+// PagedAttention (vectorised, split-context) against a scalar double-precision reference,
+// and its batch / thread-count invariance.
+//
+// Tolerance: the output is a convex combination of value rows, so an error is measured
+// against max|v| of the sequence: |out - ref| <= 5e-5 max|v|. Dropping or duplicating one of
+// N <= 1000 attended positions, or merging two chunks with a wrong rescale, moves the output
+// by ~1/N max|v| >= 1e-3 max|v|, twenty times the tolerance.
+#include "engine/runtime/paged_attention.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <ostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/runtime/kv_cache.h"
+#include "gtest/gtest.h"
+
+namespace kvserve::engine {
+namespace {
+
+struct Geometry {
+  std::string name;
+  int64_t n_heads;
+  int64_t n_kv_heads;
+  int64_t head_dim;
+  int32_t block_size;
+};
+
+void PrintTo(const Geometry& g, std::ostream* os) { *os << g.name; }
+
+// A KV cache with sequences of given lengths filled with random keys/values in layer 1 (of
+// 2, so a wrong layer offset shows), plus random queries.
+class Fixture {
+ public:
+  Fixture(const Geometry& g, const std::vector<int32_t>& lengths, uint32_t seed) : g_(g) {
+    const int64_t kv_dim = g.n_kv_heads * g.head_dim;
+    int64_t blocks = 0;
+    for (int32_t len : lengths) blocks += (len + g.block_size - 1) / g.block_size;
+    auto cache = KvCache::Create(
+        {.num_layers = 2, .kv_dim = kv_dim, .block_size = g.block_size, .num_blocks = blocks + 1});
+    EXPECT_TRUE(cache.ok()) << cache.status();
+    cache_ = std::move(*cache);
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> dist(-1.5f, 1.5f);
+    for (int32_t len : lengths) {
+      std::vector<BlockId> table;
+      for (int32_t i = 0; i < len; i += g.block_size) table.push_back(*cache_->Allocate());
+      for (int32_t pos = 0; pos < len; ++pos) {
+        for (int layer = 0; layer < 2; ++layer) {
+          float* k = cache_->Key(table[pos / g.block_size], layer, pos % g.block_size);
+          float* v = cache_->Value(table[pos / g.block_size], layer, pos % g.block_size);
+          for (int64_t d = 0; d < kv_dim; ++d) {
+            k[d] = dist(rng);
+            v[d] = dist(rng);
+          }
+        }
+      }
+      tables_.push_back(std::move(table));
+      lengths_.push_back(len);
+    }
+    q_.resize(4096 * g.n_heads * g.head_dim);
+    for (float& x : q_) x = dist(rng);
+  }
+
+  const KvCache& cache() const { return *cache_; }
+  const std::vector<BlockId>* table(int seq) const { return &tables_[seq]; }
+  const float* q(int64_t row) const { return q_.data() + row * g_.n_heads * g_.head_dim; }
+
+  // Scalar reference of one query (sequence `seq`, `position`, query row `row`).
+  std::vector<double> Reference(int seq, int32_t position, const float* q, double* max_v) const {
+    const int64_t hd = g_.head_dim, group = g_.n_heads / g_.n_kv_heads;
+    std::vector<double> out(g_.n_heads * hd, 0.0);
+    *max_v = 0;
+    for (int64_t h = 0; h < g_.n_heads; ++h) {
+      const int64_t off = (h / group) * hd;
+      std::vector<double> s(position + 1);
+      double m = -INFINITY;
+      for (int32_t j = 0; j <= position; ++j) {
+        const float* k = cache_->Key(tables_[seq][j / g_.block_size], 1, j % g_.block_size) + off;
+        double dot = 0;
+        for (int64_t d = 0; d < hd; ++d) dot += static_cast<double>(q[h * hd + d]) * k[d];
+        s[j] = dot / std::sqrt(static_cast<double>(hd));
+        m = std::max(m, s[j]);
+      }
+      double sum = 0;
+      for (double& x : s) sum += (x = std::exp(x - m));
+      for (int32_t j = 0; j <= position; ++j) {
+        const float* v =
+            cache_->Value(tables_[seq][j / g_.block_size], 1, j % g_.block_size) + off;
+        for (int64_t d = 0; d < hd; ++d) {
+          out[h * hd + d] += s[j] / sum * v[d];
+          *max_v = std::max(*max_v, std::fabs(static_cast<double>(v[d])));
+        }
+      }
+    }
+    return out;
+  }
+
+  AttentionGeometry geometry() const {
+    return {.n_heads = g_.n_heads, .n_kv_heads = g_.n_kv_heads, .head_dim = g_.head_dim,
+            .max_context = 4096};
+  }
+
+ private:
+  Geometry g_;
+  std::unique_ptr<KvCache> cache_;
+  std::vector<std::vector<BlockId>> tables_;
+  std::vector<int32_t> lengths_;
+  std::vector<float> q_;
+};
+
+class PagedAttentionTest : public ::testing::TestWithParam<Geometry> {};
+
+// A mixed batch: a prefill chunk of 40 consecutive positions of sequence 0 crossing a chunk
+// boundary, and decodes of sequences 1 and 2 at positions in 1, 2 and 8 chunks.
+TEST_P(PagedAttentionTest, MatchesScalarReference) {
+  const Geometry& g = GetParam();
+  Fixture f(g, {300, 129, 1000}, 1);
+  std::vector<AttentionQuery> queries;
+  std::vector<int> seqs;
+  for (int32_t p = 100; p < 140; ++p) {
+    queries.push_back({.blocks = f.table(0), .position = p});
+    seqs.push_back(0);
+  }
+  for (int32_t p : {0, 1, 127, 128}) {
+    queries.push_back({.blocks = f.table(1), .position = p});
+    seqs.push_back(1);
+  }
+  queries.push_back({.blocks = f.table(2), .position = 999});
+  seqs.push_back(2);
+  const int64_t row = g.n_heads * g.head_dim;
+  std::vector<float> out(queries.size() * row, NAN);
+  PagedAttention attention(f.geometry());
+  attention.Forward(f.cache(), 1, queries, f.q(0), out.data());
+  for (size_t t = 0; t < queries.size(); ++t) {
+    double max_v = 0;
+    const std::vector<double> want = f.Reference(seqs[t], queries[t].position, f.q(t), &max_v);
+    for (int64_t i = 0; i < row; ++i) {
+      ASSERT_NEAR(out[t * row + i], want[i], 5e-5 * max_v)
+          << "query " << t << " (position " << queries[t].position << ") head "
+          << i / g.head_dim << " dim " << i % g.head_dim;
+    }
+  }
+}
+
+// A query's result is bit-identical alone, inside a mixed batch (any neighbours, any tile
+// position), and with 1, 2 or 3 threads.
+TEST_P(PagedAttentionTest, BitIdenticalAcrossBatchesAndThreadCounts) {
+  const Geometry& g = GetParam();
+  Fixture f(g, {600, 70, 300}, 2);
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(3);
+  PagedAttention attention(f.geometry());
+  const int64_t row = g.n_heads * g.head_dim;
+
+  // Reference: each query of sequence 0 at positions 250..299, alone, 1 thread.
+  omp_set_num_threads(1);
+  std::vector<float> alone(50 * row);
+  for (int32_t i = 0; i < 50; ++i) {
+    const AttentionQuery q = {.blocks = f.table(0), .position = 250 + i};
+    attention.Forward(f.cache(), 1, absl::MakeConstSpan(&q, 1), f.q(i), alone.data() + i * row);
+  }
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    // Decodes of other sequences before and after, and a 50-token chunk of sequence 0 (tiles
+    // of 16 then split differently from the 1-query runs above).
+    std::vector<AttentionQuery> queries = {{.blocks = f.table(1), .position = 69}};
+    std::vector<float> q(row);
+    std::copy_n(f.q(100), row, q.data());
+    for (int32_t i = 0; i < 50; ++i) {
+      queries.push_back({.blocks = f.table(0), .position = 250 + i});
+      q.insert(q.end(), f.q(i), f.q(i) + row);
+    }
+    queries.push_back({.blocks = f.table(2), .position = 299});
+    q.insert(q.end(), f.q(101), f.q(101) + row);
+    std::vector<float> out(queries.size() * row);
+    attention.Forward(f.cache(), 1, queries, q.data(), out.data());
+    EXPECT_EQ(std::memcmp(out.data() + row, alone.data(), alone.size() * sizeof(float)), 0)
+        << threads << " threads";
+  }
+  omp_set_num_threads(saved_threads);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Geometries, PagedAttentionTest,
+    ::testing::Values(Geometry{"TinyLlama32q4kv64d", 32, 4, 64, 16},
+                      Geometry{"Bundled8q4kv8d", 8, 4, 8, 16},
+                      Geometry{"MultiHead4q4kv128dBlock32", 4, 4, 128, 32},
+                      Geometry{"OddHeadDim6q2kv40dBlock7", 6, 2, 40, 7}),
+    [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace kvserve::engine
