@@ -7,8 +7,10 @@
 // says "error: <CODE>: <message>"); CLI11's own codes for unusable command lines.
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -30,6 +32,12 @@ struct CommonFlags {
   std::string server = kDefaultServer;  // --server HOST:PORT.
   double timeout_s = 300;               // --timeout: deadline of the RPC in seconds.
   bool json = false;                    // --json: machine-readable output.
+  // Transport security and auth (docs/SECURITY.md).
+  std::string tls_ca;      // --tls-ca: PEM CA that signed the server's certificate; set = TLS.
+  std::string tls_cert;    // --tls-cert: PEM client certificate for mutual TLS.
+  std::string tls_key;     // --tls-key: its private key.
+  std::string token;       // --token (or KVSERVE_TOKEN): bearer token.
+  std::string token_file;  // --token-file: file whose first non-comment line is the token.
 };
 
 void AddCommonFlags(CLI::App& sub, CommonFlags& common, bool with_json) {
@@ -39,6 +47,43 @@ void AddCommonFlags(CLI::App& sub, CommonFlags& common, bool with_json) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   if (with_json) sub.add_flag("--json", common.json, "Print JSON instead of text");
+  sub.add_option("--tls-ca", common.tls_ca, "Connect over TLS, trusting this PEM CA")
+      ->check(CLI::ExistingFile);
+  CLI::Option* cert = sub.add_option("--tls-cert", common.tls_cert,
+                                     "PEM client certificate (mutual TLS; with --tls-key)")
+                          ->check(CLI::ExistingFile);
+  CLI::Option* key = sub.add_option("--tls-key", common.tls_key, "PEM key of --tls-cert")
+                         ->check(CLI::ExistingFile);
+  cert->needs(key);
+  key->needs(cert);
+  CLI::Option* token =
+      sub.add_option("--token", common.token,
+                     "Bearer token (visible in the process list: prefer --token-file)")
+          ->envname("KVSERVE_TOKEN");
+  sub.add_option("--token-file", common.token_file,
+                 "File holding the bearer token (first line not blank or '#')")
+      ->check(CLI::ExistingFile)
+      ->excludes(token);
+}
+
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// The token from --token, or the first line of --token-file that is not blank or a comment.
+std::string BearerToken(const CommonFlags& common) {
+  if (!common.token.empty() || common.token_file.empty()) return common.token;
+  std::istringstream lines(ReadWholeFile(common.token_file));
+  std::string line;
+  while (std::getline(lines, line)) {
+    const size_t begin = line.find_first_not_of(" \t\r");
+    if (begin == std::string::npos || line[begin] == '#') continue;
+    return line.substr(begin, line.find_last_not_of(" \t\r") + 1 - begin);
+  }
+  return "";
 }
 
 void AddGenerateFlags(CLI::App& sub, GenerateFlags& flags) {
@@ -61,7 +106,24 @@ std::chrono::system_clock::time_point DeadlineAfter(double seconds) {
 }
 
 std::shared_ptr<grpc::Channel> MakeChannel(const CommonFlags& common) {
-  return grpc::CreateChannel(common.server, grpc::InsecureChannelCredentials());
+  if (common.tls_ca.empty() && common.tls_cert.empty()) {
+    return grpc::CreateChannel(common.server, grpc::InsecureChannelCredentials());
+  }
+  grpc::SslCredentialsOptions tls;
+  if (!common.tls_ca.empty()) tls.pem_root_certs = ReadWholeFile(common.tls_ca);
+  if (!common.tls_cert.empty()) {
+    tls.pem_cert_chain = ReadWholeFile(common.tls_cert);
+    tls.pem_private_key = ReadWholeFile(common.tls_key);
+  }
+  return grpc::CreateChannel(common.server, grpc::SslCredentials(tls));
+}
+
+// The RPC's deadline, and its bearer token when one is configured.
+void PrepareContext(const CommonFlags& common, grpc::ClientContext& context) {
+  context.set_deadline(DeadlineAfter(common.timeout_s));
+  if (const std::string token = BearerToken(common); !token.empty()) {
+    context.AddMetadata("authorization", "Bearer " + token);
+  }
 }
 
 int Fail(const grpc::Status& status) {
@@ -76,7 +138,7 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 int RunGenerate(const CommonFlags& common, const GenerateFlags& flags) {
   auto stub = kvserve::v1::Inference::NewStub(MakeChannel(common));
   grpc::ClientContext context;
-  context.set_deadline(DeadlineAfter(common.timeout_s));
+  PrepareContext(common, context);
   kvserve::v1::GenerateRequest request;
   *request.mutable_params() = BuildGenerationParams(flags);
 
@@ -109,7 +171,7 @@ int RunGenerate(const CommonFlags& common, const GenerateFlags& flags) {
 int RunComplete(const CommonFlags& common, const GenerateFlags& flags) {
   auto stub = kvserve::v1::Inference::NewStub(MakeChannel(common));
   grpc::ClientContext context;
-  context.set_deadline(DeadlineAfter(common.timeout_s));
+  PrepareContext(common, context);
   kvserve::v1::CompleteRequest request;
   *request.mutable_params() = BuildGenerationParams(flags);
   kvserve::v1::CompleteResponse response;
@@ -130,7 +192,7 @@ int RunComplete(const CommonFlags& common, const GenerateFlags& flags) {
 int RunTokenize(const CommonFlags& common, const std::string& text, bool no_bos) {
   auto stub = kvserve::v1::Inference::NewStub(MakeChannel(common));
   grpc::ClientContext context;
-  context.set_deadline(DeadlineAfter(common.timeout_s));
+  PrepareContext(common, context);
   kvserve::v1::TokenizeRequest request;
   request.set_text(text);
   request.set_add_bos(!no_bos);
@@ -149,7 +211,7 @@ int RunTokenize(const CommonFlags& common, const std::string& text, bool no_bos)
 int RunInfo(const CommonFlags& common) {
   auto stub = kvserve::v1::Inference::NewStub(MakeChannel(common));
   grpc::ClientContext context;
-  context.set_deadline(DeadlineAfter(common.timeout_s));
+  PrepareContext(common, context);
   kvserve::v1::GetModelInfoResponse response;
   const grpc::Status status =
       stub->GetModelInfo(&context, kvserve::v1::GetModelInfoRequest(), &response);
@@ -165,7 +227,7 @@ int RunInfo(const CommonFlags& common) {
 int RunHealth(const CommonFlags& common, const std::string& service) {
   auto stub = grpc::health::v1::Health::NewStub(MakeChannel(common));
   grpc::ClientContext context;
-  context.set_deadline(DeadlineAfter(common.timeout_s));
+  PrepareContext(common, context);
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(service);
   grpc::health::v1::HealthCheckResponse response;

@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-grpc-tools python3-protobuf
   prometheus yamllint  # tests: promtool + a real Prometheus server; deploy/ YAML lint
+  openssl             # tests: TLS/mTLS certificates are made at test time
 )
 
 missing=()

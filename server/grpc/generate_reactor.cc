@@ -2,6 +2,9 @@
 
 #include <utility>
 
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "engine/common/logging.h"
 #include "server/grpc/proto_convert.h"
 #include "server/grpc/status_util.h"
 
@@ -19,17 +22,23 @@ const grpc::Status& CancelledStatus() {
 // ---------------------------------------------------------------------------------------
 // GenerateReactor
 
-GenerateReactor::GenerateReactor(std::shared_ptr<GenerationStream> stream, RequestQueue* queue)
-    : link_(std::make_shared<Link>()), stream_(std::move(stream)), queue_(queue) {
+GenerateReactor::GenerateReactor(std::shared_ptr<GenerationStream> stream, RequestQueue* queue,
+                                 const StreamOptions& options)
+    : link_(std::make_shared<Link>()),
+      stream_(std::move(stream)),
+      queue_(queue),
+      context_(options.write_timeout == absl::InfiniteDuration() ? nullptr : options.context),
+      write_timeout_(options.write_timeout) {
   absl::MutexLock lock(&link_->mu);
   link_->reactor = this;
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateReactor::Start(
-    std::unique_ptr<PendingRequest> request, RequestQueue* queue) {
+    std::unique_ptr<PendingRequest> request, RequestQueue* queue,
+    const StreamOptions& options) {
   auto stream = std::make_shared<GenerationStream>();
   // gRPC owns the reactor from here on; OnDone deletes it.
-  auto* reactor = new GenerateReactor(stream, queue);
+  auto* reactor = new GenerateReactor(stream, queue, options);
   stream->SetNotify([link = reactor->link_] {
     absl::MutexLock lock(&link->mu);
     if (link->reactor != nullptr) link->reactor->PumpLocked();
@@ -45,16 +54,20 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateReactor::Start(
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerateReactor::Reject(
     const grpc::Status& status) {
-  auto* reactor = new GenerateReactor(nullptr, nullptr);
+  auto* reactor = new GenerateReactor(nullptr, nullptr, StreamOptions{});
   absl::MutexLock lock(&reactor->link_->mu);
   reactor->FinishLocked(status);
   return reactor;
 }
 
 void GenerateReactor::PumpLocked() {
-  if (finished_ || writing_) return;
+  if (finished_ || writing_ || cancelling_) return;
   if (cancelled_) {
-    FinishLocked(CancelledStatus());
+    FinishLocked(cancel_status_.value_or(CancelledStatus()));
+    return;
+  }
+  if (final_written_) {
+    FinishLocked(grpc::Status::OK);
     return;
   }
   StreamEvent event;
@@ -71,14 +84,63 @@ void GenerateReactor::PumpLocked() {
     if (event.final) {
       response_.set_finish_reason(ToProto(event.finish_reason));
       ToProto(event.usage, response_.mutable_usage());
-      finished_ = true;
-      StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
-      return;
+      // Written like any other message and finished in OnWriteDone (not
+      // StartWriteAndFinish), so the write timeout also covers the last one.
+      final_written_ = true;
     }
-    writing_ = true;
-    StartWrite(&response_);
+    StartWriteLocked();
     return;
   }
+}
+
+void GenerateReactor::StartWriteLocked() {
+  writing_ = true;
+  StartWrite(&response_);
+  if (context_ == nullptr) return;
+  write_started_ = absl::Now();
+  if (!watchdog_armed_) ArmWatchdogLocked(write_started_ + write_timeout_);
+}
+
+void GenerateReactor::ArmWatchdogLocked(absl::Time when) {
+  watchdog_armed_ = true;
+  auto alarm = std::make_unique<grpc::Alarm>();
+  alarm->Set(absl::ToChronoTime(when), [link = link_](bool fired) {
+    if (fired) OnWatchdog(link);
+  });
+  alarms_.push_back(std::move(alarm));
+}
+
+void GenerateReactor::OnWatchdog(const std::shared_ptr<Link>& link) {
+  GenerateReactor* self = nullptr;
+  {
+    absl::MutexLock lock(&link->mu);
+    self = link->reactor;
+    if (self == nullptr) return;
+    self->watchdog_armed_ = false;
+    if (self->finished_ || !self->writing_ || self->cancelled_ || self->cancelling_) return;
+    const absl::Time due = self->write_started_ + self->write_timeout_;
+    if (absl::Now() < due) {
+      self->ArmWatchdogLocked(due);  // A later write; check again when it is due.
+      return;
+    }
+    self->cancelling_ = true;
+    self->cancel_status_ = grpc::Status(
+        grpc::StatusCode::CANCELLED,
+        absl::StrFormat("the client did not read its stream for %s (write timeout); the "
+                        "request was cancelled",
+                        absl::FormatDuration(self->write_timeout_)));
+  }
+  KV_LOG_WARN("a Generate client has not read its stream for {}; cancelling the request",
+              absl::FormatDuration(self->write_timeout_));
+  // Outside the lock: cancelling may run OnCancel/OnWriteDone on this thread. The reactor
+  // and its context stay alive because nothing finishes the call while cancelling_.
+  self->stream_->Cancel();
+  self->queue_->Wake();  // The engine drops the request (and frees its KV) at its next step.
+  self->context_->TryCancel();
+  absl::MutexLock lock(&link->mu);
+  self->cancelling_ = false;
+  self->cancelled_ = true;
+  self->PumpLocked();  // Finishes once the failed write has come back.
 }
 
 void GenerateReactor::FinishLocked(const grpc::Status& status) {
@@ -90,7 +152,7 @@ void GenerateReactor::FinishLocked(const grpc::Status& status) {
 void GenerateReactor::OnWriteDone(bool ok) {
   absl::MutexLock lock(&link_->mu);
   writing_ = false;
-  if (!ok && !finished_) {
+  if (!ok && !finished_ && !cancelled_) {
     // The call is broken (client gone): stop generating.
     cancelled_ = true;
     stream_->Cancel();

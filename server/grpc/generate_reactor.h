@@ -6,14 +6,22 @@
 // deleted the reactor (OnDone can run while the engine is about to notify). At most one write
 // is in flight.
 //
+// A client that stops reading cannot make the server hold a stream forever: its pending
+// output is bounded by max_tokens, and with a write timeout a write the client has not
+// accepted for that long cancels the call (the engine frees its KV at its next step).
+//
 // Lifetime: gRPC owns a reactor from the moment a handler returns it; OnDone deletes it.
 #ifndef KVSERVE_SERVER_GRPC_GENERATE_REACTOR_H_
 #define KVSERVE_SERVER_GRPC_GENERATE_REACTOR_H_
 
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "kvserve/v1/kvserve.grpc.pb.h"
 #include "server/serving/generation_stream.h"
@@ -29,13 +37,23 @@ struct ReactorLink {
   Reactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
 };
 
+// How a Generate stream treats a client that stops reading.
+struct StreamOptions {
+  // The call being served; needed to cancel it when stalled. Null = no write timeout.
+  grpc::CallbackServerContext* context = nullptr;
+  // A write the client has not accepted for this long cancels the call with CANCELLED.
+  // InfiniteDuration = never.
+  absl::Duration write_timeout = absl::InfiniteDuration();
+};
+
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
   // Enqueues `request` (its stream is created here) and returns the reactor streaming its
   // output; if the queue refuses it the RPC ends with that status. `queue` must outlive
   // every RPC (the server shuts down before the queue is destroyed).
   static grpc::ServerWriteReactor<v1::GenerateResponse>* Start(
-      std::unique_ptr<PendingRequest> request, RequestQueue* queue);
+      std::unique_ptr<PendingRequest> request, RequestQueue* queue,
+      const StreamOptions& options = {});
   // An RPC that ends at once with `status` (a request that failed validation).
   static grpc::ServerWriteReactor<v1::GenerateResponse>* Reject(const grpc::Status& status);
 
@@ -47,23 +65,38 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
  private:
   using Link = ReactorLink<GenerateReactor>;
 
-  GenerateReactor(std::shared_ptr<GenerationStream> stream, RequestQueue* queue);
+  GenerateReactor(std::shared_ptr<GenerationStream> stream, RequestQueue* queue,
+                  const StreamOptions& options);
 
   // Takes what the stream has and starts the next write or the finish, unless a write is
-  // in flight or the RPC already finished.
+  // in flight, a stall cancellation is under way, or the RPC already finished.
   void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu);
+  void StartWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu);
   void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu);
+  void ArmWatchdogLocked(absl::Time when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu);
+  // The write-timeout alarm: cancels the call if the write in flight is overdue.
+  static void OnWatchdog(const std::shared_ptr<Link>& link);
 
   // Constant after construction.
   const std::shared_ptr<Link> link_;
   const std::shared_ptr<GenerationStream> stream_;  // Null for a rejected request.
   RequestQueue* const queue_;                       // Null for a rejected request.
+  grpc::CallbackServerContext* const context_;      // Null = no write timeout.
+  const absl::Duration write_timeout_;
 
   // State below is protected by link_->mu.
   v1::GenerateResponse response_;  // The message being written; untouched while in flight.
   bool writing_ = false;
   bool finished_ = false;  // Finish (or StartWriteAndFinish) was called.
-  bool cancelled_ = false; // The client went away or a write failed.
+  bool cancelled_ = false; // The client went away, a write failed, or it timed out.
+  bool final_written_ = false;  // The last response is written (or being written).
+  absl::Time write_started_;    // When the write in flight started.
+  bool watchdog_armed_ = false;
+  // The watchdog is cancelling the call outside the lock; nothing may finish it meanwhile
+  // (the context must outlive TryCancel).
+  bool cancelling_ = false;
+  std::optional<grpc::Status> cancel_status_;  // Status for a cancelled call, if not the default.
+  std::vector<std::unique_ptr<grpc::Alarm>> alarms_;  // Fired ones are kept until OnDone.
 };
 
 class CompleteReactor final : public grpc::ServerUnaryReactor {

@@ -23,12 +23,13 @@ absl::Time CallDeadline(const grpc::CallbackServerContext& context) {
 
 InferenceService::InferenceService(const engine::BpeTokenizer* tokenizer, RequestQueue* queue,
                                    RequestLimits limits, ModelDescription model,
-                                   ServingObserver* observer)
+                                   ServingObserver* observer, absl::Duration write_timeout)
     : tokenizer_(tokenizer),
       queue_(queue),
       limits_(std::move(limits)),
       model_(std::move(model)),
-      observer_(observer) {}
+      observer_(observer),
+      write_timeout_(write_timeout) {}
 
 absl::StatusOr<std::unique_ptr<PendingRequest>> InferenceService::BuildRequest(
     const grpc::CallbackServerContext& context, const v1::GenerationParams& params) const {
@@ -48,7 +49,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
   absl::StatusOr<std::unique_ptr<PendingRequest>> pending =
       BuildRequest(*context, request->params());
   if (!pending.ok()) return GenerateReactor::Reject(ToGrpcStatus(pending.status()));
-  return GenerateReactor::Start(*std::move(pending), queue_);
+  return GenerateReactor::Start(*std::move(pending), queue_,
+                                {.context = context, .write_timeout = write_timeout_});
 }
 
 grpc::ServerUnaryReactor* InferenceService::Complete(grpc::CallbackServerContext* context,

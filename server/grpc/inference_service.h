@@ -9,6 +9,7 @@
 #ifndef KVSERVE_SERVER_GRPC_INFERENCE_SERVICE_H_
 #define KVSERVE_SERVER_GRPC_INFERENCE_SERVICE_H_
 
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "kvserve/v1/kvserve.grpc.pb.h"
 #include "server/grpc/proto_convert.h"
@@ -19,10 +20,12 @@ namespace kvserve::server {
 class InferenceService final : public v1::Inference::CallbackService {
  public:
   // `tokenizer` and `queue` must outlive the service (and every RPC).
-  // `observer` (may be null) hears of requests refused as invalid.
+  // `observer` (may be null) hears of requests refused as invalid. A Generate stream whose
+  // client has not accepted a write for `write_timeout` is cancelled (generate_reactor.h).
   InferenceService(const engine::BpeTokenizer* tokenizer, RequestQueue* queue,
                    RequestLimits limits, ModelDescription model,
-                   ServingObserver* observer = nullptr);
+                   ServingObserver* observer = nullptr,
+                   absl::Duration write_timeout = absl::InfiniteDuration());
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
@@ -47,6 +50,7 @@ class InferenceService final : public v1::Inference::CallbackService {
   const RequestLimits limits_;
   const ModelDescription model_;
   ServingObserver* const observer_;
+  const absl::Duration write_timeout_;
 };
 
 }  // namespace kvserve::server

@@ -11,6 +11,7 @@
 #include "engine/common/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/grpc/tls_credentials.h"
 
 namespace kvserve::server {
 namespace {
@@ -25,6 +26,7 @@ void SetHealth(grpc::Server& server, bool serving) {
   if (health == nullptr) return;
   health->SetServingStatus("", serving);
   health->SetServingStatus(kInferenceServiceName, serving);
+  health->SetServingStatus(kKServeServiceName, serving);
 }
 
 }  // namespace
@@ -40,6 +42,12 @@ KvServer::KvServer(PrivateKey, std::unique_ptr<engine::Engine> engine,
 
 absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& options) {
   KV_RETURN_IF_ERROR(ValidateServerOptions(options));
+  // TLS and token files are read before the model loads, so a bad one fails fast.
+  KV_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                      BuildServerCredentials({.cert_path = options.tls_cert_path,
+                                              .key_path = options.tls_key_path,
+                                              .client_ca_path = options.tls_client_ca_path},
+                                             options.auth_token_file));
 
   engine::EngineOptions engine_options;
   engine_options.model_path = options.model_path;
@@ -101,15 +109,25 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   KV_ASSIGN_OR_RETURN(std::unique_ptr<EngineLoop> loop,
                       EngineLoop::Create(engine.get(), queue.get(), loop_options));
 
+  // The Open Inference Protocol (KServe v2) front end: same queue, loop, limits, metrics.
+  auto kserve_service = std::make_unique<KServeService>(
+      KServeServiceOptions{.tokenizer = &engine->tokenizer(),
+                           .queue = queue.get(),
+                           .loop = loop.get(),
+                           .limits = limits,
+                           .model = model,
+                           .observer = metrics.get()});
   auto service = std::make_unique<InferenceService>(&engine->tokenizer(), queue.get(), limits,
-                                                    std::move(model), metrics.get());
+                                                    std::move(model), metrics.get(),
+                                                    options.write_timeout);
   auto server = std::make_unique<KvServer>(PrivateKey{}, std::move(engine), std::move(queue),
                                            std::move(loop), std::move(service),
                                            std::move(limits));
   server->metrics_ = std::move(metrics);
+  server->kserve_service_ = std::move(kserve_service);
   server->loop_->Start();
   // On failure the destructor stops the loop.
-  KV_RETURN_IF_ERROR(server->StartGrpc(options.listen_address));
+  KV_RETURN_IF_ERROR(server->StartGrpc(options, std::move(credentials)));
   KV_LOG_INFO("serving model '{}' ({}, {} parameters, context {}) on {} at {}",
               server->limits_.model_name, server->engine_->model().format,
               server->engine_->parameter_count(), server->limits_.context_length,
@@ -117,7 +135,9 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   return server;
 }
 
-absl::Status KvServer::StartGrpc(const std::string& listen_address) {
+absl::Status KvServer::StartGrpc(const ServerOptions& options,
+                                 std::shared_ptr<grpc::ServerCredentials> credentials) {
+  const std::string& listen_address = options.listen_address;
   std::string host;
   int requested_port = 0;
   KV_RETURN_IF_ERROR(SplitHostPort(listen_address, &host, &requested_port));
@@ -126,19 +146,29 @@ absl::Status KvServer::StartGrpc(const std::string& listen_address) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &selected_port);
+  builder.AddListeningPort(listen_address, std::move(credentials), &selected_port);
+  // Larger requests fail with RESOURCE_EXHAUSTED before any handler sees them.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
   // Without this a second server on the same port would silently share its traffic.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(service_.get());
+  builder.RegisterService(kserve_service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || selected_port == 0) {
     server_.reset();
     return absl::UnavailableError(absl::StrFormat(
-        "cannot listen on %s: the address is in use or not an address of this machine",
-        listen_address));
+        "cannot listen on %s: the address is in use or not an address of this machine%s",
+        listen_address,
+        options.tls_cert_path.empty() ? "" : ", or gRPC rejected the TLS certificate/key"));
   }
   address_ = absl::StrCat(host, ":", selected_port);
   SetHealth(*server_, /*serving=*/true);
+  grpc::Server* server = server_.get();
+  health_monitor_ = std::make_unique<HealthMonitor>(
+      loop_.get(), HealthMonitorOptions{},
+      [server](bool serving) { SetHealth(*server, serving); });
+  health_monitor_->Start();
   return absl::OkStatus();
 }
 
@@ -154,6 +184,7 @@ void KvServer::Shutdown(absl::Duration drain_timeout) {
     shutdown_started_ = true;
   }
   KV_LOG_INFO("draining (up to {})", absl::FormatDuration(drain_timeout));
+  if (health_monitor_ != nullptr) health_monitor_->Stop();
   if (server_ != nullptr) SetHealth(*server_, /*serving=*/false);
   queue_->Close();  // New requests now get UNAVAILABLE "server is shutting down".
   queue_->Wake();

@@ -18,9 +18,11 @@
 #include "engine/runtime/engine.h"
 #include "grpcpp/grpcpp.h"
 #include "server/grpc/inference_service.h"
+#include "server/grpc/kserve_service.h"
 #include "server/grpc/server_options.h"
 #include "server/serving/engine_loop.h"
 #include "server/metrics/prometheus_metrics.h"
+#include "server/serving/health_monitor.h"
 #include "server/serving/request_queue.h"
 
 namespace kvserve::server {
@@ -64,8 +66,10 @@ class KvServer {
            std::unique_ptr<InferenceService> service, RequestLimits limits);
 
  private:
-  // Starts the gRPC server on `listen_address`.
-  absl::Status StartGrpc(const std::string& listen_address);
+  // Starts the gRPC server on `options.listen_address` with `credentials` and the
+  // options' message-size and stream limits.
+  absl::Status StartGrpc(const ServerOptions& options,
+                         std::shared_ptr<grpc::ServerCredentials> credentials);
 
   // Constant after Create. Destroyed in reverse: server, service, loop, queue, engine.
   // Declared first so it outlives everything that reports to it.
@@ -75,7 +79,11 @@ class KvServer {
   const std::unique_ptr<EngineLoop> loop_;
   const std::unique_ptr<InferenceService> service_;
   const RequestLimits limits_;
+  // The KServe v2 (Open Inference Protocol) service on the same port; set in Create.
+  std::unique_ptr<KServeService> kserve_service_;
   std::unique_ptr<grpc::Server> server_;
+  // Keeps health in step with the engine loop while serving; stopped first on shutdown.
+  std::unique_ptr<HealthMonitor> health_monitor_;
   std::string address_;
 
   absl::Mutex mu_;

@@ -10,6 +10,7 @@
 #include "engine/policy/kv_policy.h"
 #include "absl/strings/str_format.h"
 #include "engine/common/status_macros.h"
+#include "server/grpc/tls_credentials.h"
 
 namespace kvserve::server {
 namespace {
@@ -68,6 +69,18 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   if (options.drain_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--drain-timeout must be >= 0 seconds");
   }
+  KV_RETURN_IF_ERROR(ValidateTlsFiles({.cert_path = options.tls_cert_path,
+                                       .key_path = options.tls_key_path,
+                                       .client_ca_path = options.tls_client_ca_path}));
+  if (options.max_message_bytes < 1024 || options.max_message_bytes > (int64_t{1} << 30)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--max-message-bytes must be in [1024, 1073741824]; got %d", options.max_message_bytes));
+  }
+  KV_RETURN_IF_ERROR(AtLeast("--max-concurrent-streams", options.max_concurrent_streams, 1));
+  if (options.write_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--write-timeout must be > 0 seconds (0 on the command "
+                                      "line turns it off)");
+  }
   return absl::OkStatus();
 }
 
@@ -76,6 +89,7 @@ ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
   ServerOptions options;
   std::string device = "cpu";
   double drain_seconds = absl::ToDoubleSeconds(options.drain_timeout);
+  double write_timeout_seconds = absl::ToDoubleSeconds(options.write_timeout);
 
   CLI::App app("kvserve: a gRPC LLM inference server (kvserve.v1.Inference)", "kvserve");
   app.add_option("--model", options.model_path, "GGUF model file or llama2.c checkpoint")
@@ -114,6 +128,24 @@ ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
   app.add_option("--drain-timeout", drain_seconds,
                  "seconds to let running requests finish on SIGTERM/SIGINT")
       ->capture_default_str();
+  app.add_option("--tls-cert", options.tls_cert_path,
+                 "PEM certificate chain: serve gRPC over TLS (with --tls-key)");
+  app.add_option("--tls-key", options.tls_key_path, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", options.tls_client_ca_path,
+                 "PEM CA bundle: require and verify client certificates (mutual TLS)");
+  app.add_option("--auth-token-file", options.auth_token_file,
+                 "bearer tokens, one a line ('#' comments); calls without 'authorization: "
+                 "Bearer <token>' get UNAUTHENTICATED (health and reflection stay open)");
+  app.add_option("--max-message-bytes", options.max_message_bytes,
+                 "largest request message; larger ones get RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  app.add_option("--max-concurrent-streams", options.max_concurrent_streams,
+                 "concurrent calls per client connection")
+      ->capture_default_str();
+  app.add_option("--write-timeout", write_timeout_seconds,
+                 "seconds a Generate stream may wait for its client to read before it is "
+                 "cancelled and its KV freed (0 = never)")
+      ->capture_default_str();
 
   std::vector<std::string> args;
   for (int i = argc - 1; i > 0; --i) args.emplace_back(argv[i]);  // CLI11 wants them reversed.
@@ -149,8 +181,14 @@ ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
     status = absl::InvalidArgumentError(absl::StrFormat(
         "--drain-timeout must be in [0, 86400] seconds; got %g", drain_seconds));
   }
+  if (status.ok() && !(write_timeout_seconds >= 0.0 && write_timeout_seconds <= 24 * 3600.0)) {
+    status = absl::InvalidArgumentError(absl::StrFormat(
+        "--write-timeout must be in [0, 86400] seconds; got %g", write_timeout_seconds));
+  }
   if (status.ok()) {
     options.drain_timeout = absl::Seconds(drain_seconds);
+    options.write_timeout = write_timeout_seconds == 0.0 ? absl::InfiniteDuration()
+                                                         : absl::Seconds(write_timeout_seconds);
     status = ValidateServerOptions(options);
   }
   if (!status.ok()) {

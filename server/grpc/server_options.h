@@ -28,6 +28,16 @@ struct ServerOptions {
   absl::Duration drain_timeout = absl::Seconds(30);  // Graceful drain on SIGTERM/SIGINT.
   std::string metrics_listen = "127.0.0.1:9090";  // Prometheus /metrics HOST:PORT; "" = off.
   std::string kv_policy = "full";                  // Default KV policy spec of requests.
+  // Security and abuse limits (docs/SECURITY.md).
+  std::string tls_cert_path;       // --tls-cert: PEM server certificate chain; "" = plaintext.
+  std::string tls_key_path;        // --tls-key: its PEM private key (with --tls-cert).
+  std::string tls_client_ca_path;  // --tls-client-ca: require client certs it signed (mTLS).
+  std::string auth_token_file;     // --auth-token-file: bearer tokens, one a line; "" = off.
+  int64_t max_message_bytes = 4 << 20;  // Largest request message; larger: RESOURCE_EXHAUSTED.
+  int max_concurrent_streams = 256;     // Concurrent calls per client connection.
+  // A streaming write the client has not accepted for this long cancels the call and frees
+  // its KV; InfiniteDuration = never (flag value 0).
+  absl::Duration write_timeout = absl::Seconds(30);
 };
 
 // Checks value ranges that need no model: OK or INVALID_ARGUMENT naming the flag.

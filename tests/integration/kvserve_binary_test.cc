@@ -1,13 +1,17 @@
 // Integration: the `kvserve` binary itself (server/main.cc) as an operator runs it: the
 // "listening" line on stdout, serving over loopback, graceful exit 0 on SIGTERM/SIGINT, and
 // exit codes and messages for bad flags and startup failures.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
 #include <optional>
 #include <regex>
 #include <string>
@@ -27,6 +31,11 @@ using ::testing::HasSubstr;
 
 const std::string kBinary = std::string(KVSERVE_BINARY_DIR) + "/kvserve";
 const std::string kModel = std::string(KVSERVE_SOURCE_DIR) + "/models/stories260K.gguf";
+
+std::string ReadFileForTest(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
 
 // A kvserve child process with its stdout and stderr on pipes. Killed if still running when
 // destroyed.
@@ -180,6 +189,74 @@ TEST(KvserveBinaryExitTest, MissingModelExitsOneNamingThePath) {
   EXPECT_EQ(child.WaitExit(absl::Seconds(30)), 1);
   EXPECT_THAT(child.stderr_text(), HasSubstr("/no/such/model.gguf"));
   EXPECT_EQ(child.stdout_text(), "");
+}
+
+TEST(KvserveBinaryExitTest, TruncatedModelExitsOneNamingThePath) {
+  // The first 40% of the real model: a valid header whose tensors run past the end.
+  const std::string truncated = ::testing::TempDir() + "/truncated_" + std::to_string(getpid()) +
+                                ".gguf";
+  {
+    const std::string model = ReadFileForTest(kModel);
+    ASSERT_GT(model.size(), 1000u);
+    std::ofstream(truncated, std::ios::binary) << model.substr(0, model.size() * 2 / 5);
+  }
+  Child child({"--model", truncated, "--listen", "127.0.0.1:0", "--metrics-listen", ""});
+  ASSERT_TRUE(child.started());
+  EXPECT_EQ(child.WaitExit(absl::Seconds(30)), 1) << child.stderr_text();
+  EXPECT_THAT(child.stderr_text(), HasSubstr(truncated));
+  EXPECT_EQ(child.stdout_text(), "");
+}
+
+TEST(KvserveBinaryExitTest, PortInUseExitsOneNamingTheAddress) {
+  const int holder = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(holder, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(holder, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(holder, 1), 0);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(getsockname(holder, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const std::string listen_address = "127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+  Child child({"--model", kModel, "--listen", listen_address, "--metrics-listen", ""});
+  ASSERT_TRUE(child.started());
+  EXPECT_EQ(child.WaitExit(absl::Seconds(60)), 1) << child.stderr_text();
+  EXPECT_THAT(child.stderr_text(), HasSubstr("cannot listen on " + listen_address));
+  close(holder);
+}
+
+TEST(KvserveBinaryExitTest, UnreadableTlsCertificateExitsOneNamingIt) {
+  Child child({"--model", kModel, "--listen", "127.0.0.1:0", "--metrics-listen", "",
+               "--tls-cert", "/no/such/cert.pem", "--tls-key", "/no/such/key.pem"});
+  ASSERT_TRUE(child.started());
+  EXPECT_EQ(child.WaitExit(absl::Seconds(30)), 1) << child.stderr_text();
+  EXPECT_THAT(child.stderr_text(), HasSubstr("--tls-cert: cannot read '/no/such/cert.pem'"));
+}
+
+TEST(KvserveBinaryTest, SigtermDrainsARequestInFlight) {
+  Child child({"--model", kModel, "--listen", "127.0.0.1:0", "--metrics-listen", "",
+               "--threads", "1", "--drain-timeout", "60"});
+  ASSERT_TRUE(child.started());
+  const std::optional<std::string> line = child.ReadStdoutLine(absl::Seconds(60));
+  ASSERT_TRUE(line.has_value()) << child.stderr_text();
+  const std::string address = line->substr(line->rfind(' ') + 1);
+  auto stub = v1::Inference::NewStub(testing::Connect(address));
+
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  v1::GenerateRequest request;
+  request.mutable_params()->set_prompt("Once upon a time");
+  request.mutable_params()->set_max_tokens(400);
+  auto reader = stub->Generate(&context, request);
+  v1::GenerateResponse chunk;
+  ASSERT_TRUE(reader->Read(&chunk));  // In flight now.
+  int tokens = chunk.token_ids_size();
+  child.Signal(SIGTERM);
+  while (reader->Read(&chunk)) tokens += chunk.token_ids_size();
+  const grpc::Status status = reader->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(tokens, 400);
+  EXPECT_EQ(child.WaitExit(absl::Seconds(60)), 0) << child.stderr_text();
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -15,6 +16,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "kvserve/v1/kvserve.grpc.pb.h"
 #include "tests/integration/test_client.h"
 
@@ -344,7 +346,45 @@ INSTANTIATE_TEST_SUITE_P(
                        grpc::StatusCode::INVALID_ARGUMENT, "top_k"},
         BadRequestCase{"stop_string_too_long",
                        [](auto& p) { p.add_stop(std::string(1000, 's')); },
-                       grpc::StatusCode::INVALID_ARGUMENT, "stop[0] is 1000 bytes"}),
+                       grpc::StatusCode::INVALID_ARGUMENT, "stop[0] is 1000 bytes"},
+        BadRequestCase{"thousands_of_stop_strings",
+                       [](auto& p) {
+                         for (int i = 0; i < 5000; ++i) p.add_stop("stop" + std::to_string(i));
+                       },
+                       grpc::StatusCode::INVALID_ARGUMENT,
+                       "5000 stop strings given; at most 64 are allowed"},
+        BadRequestCase{"empty_stop_string", [](auto& p) { p.add_stop(""); },
+                       grpc::StatusCode::INVALID_ARGUMENT, "stop[0] is empty"},
+        BadRequestCase{"nan_temperature",
+                       [](auto& p) {
+                         p.mutable_sampling()->set_temperature(
+                             std::numeric_limits<float>::quiet_NaN());
+                       },
+                       grpc::StatusCode::INVALID_ARGUMENT, "temperature is nan"},
+        BadRequestCase{"infinite_temperature",
+                       [](auto& p) {
+                         p.mutable_sampling()->set_temperature(
+                             std::numeric_limits<float>::infinity());
+                       },
+                       grpc::StatusCode::INVALID_ARGUMENT, "temperature is inf"},
+        BadRequestCase{"negative_top_p", [](auto& p) { p.mutable_sampling()->set_top_p(-0.5f); },
+                       grpc::StatusCode::INVALID_ARGUMENT, "top_p is -0.5"},
+        BadRequestCase{"nan_top_p",
+                       [](auto& p) {
+                         p.mutable_sampling()->set_top_p(std::numeric_limits<float>::quiet_NaN());
+                       },
+                       grpc::StatusCode::INVALID_ARGUMENT, "top_p"},
+        BadRequestCase{"negative_token_id",
+                       [](auto& p) {
+                         p.clear_prompt();
+                         p.add_prompt_token_ids(1);
+                         p.add_prompt_token_ids(-3);
+                       },
+                       grpc::StatusCode::INVALID_ARGUMENT, "prompt_token_ids[1] = -3"},
+        BadRequestCase{"malformed_kv_policy", [](auto& p) { p.set_kv_policy("h2o:keep=banana"); },
+                       grpc::StatusCode::INVALID_ARGUMENT, "h2o"},
+        BadRequestCase{"unknown_kv_policy", [](auto& p) { p.set_kv_policy("/etc/passwd"); },
+                       grpc::StatusCode::INVALID_ARGUMENT, "/etc/passwd"}),
     [](const ::testing::TestParamInfo<BadRequestCase>& info) { return info.param.name; });
 
 TEST_F(KvServerTest, TokenizeErrors) {
@@ -362,6 +402,56 @@ TEST_F(KvServerTest, TokenizeErrors) {
   const grpc::Status status = stub_->Tokenize(&context2, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("text is 3145728 bytes"));
+}
+
+TEST_F(KvServerTest, InvalidUtf8PromptIsRefusedAndOthersAreUnaffected) {
+  // The C++ client will not serialize invalid UTF-8 in a proto3 string, so the request goes
+  // as raw bytes: CompleteRequest{params: {prompt: "Once \xff\xfe time", max_tokens: 8}}.
+  const std::string prompt = "Once \xff\xfe time";
+  std::string params;
+  params.push_back(0x12);  // field 2 (prompt), length-delimited
+  params.push_back(static_cast<char>(prompt.size()));
+  params += prompt;
+  params += std::string("\x20\x08", 2);  // field 4 (max_tokens) = 8
+  std::string request_bytes;
+  request_bytes.push_back(0x0a);  // field 1 (params), length-delimited
+  request_bytes.push_back(static_cast<char>(params.size()));
+  request_bytes += params;
+
+  CompleteResult good;
+  std::thread good_thread([&] { good = Complete(*stub_, ReferenceParams()); });
+  grpc::GenericStub generic(channel_);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  grpc::Slice slice(request_bytes);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  absl::Notification done;
+  grpc::Status status;
+  generic.UnaryCall(&context, "/kvserve.v1.Inference/Complete", grpc::StubOptions(), &request,
+                    &response, [&](grpc::Status s) {
+                      status = std::move(s);
+                      done.Notify();
+                    });
+  done.WaitForNotification();
+  // Protobuf's parser rejects invalid UTF-8 in a proto3 string, so gRPC refuses the call
+  // before any handler runs; gRPC 1.51's callback API reports that as UNIMPLEMENTED.
+  EXPECT_FALSE(status.ok());
+  EXPECT_THAT(status.error_code(),
+              ::testing::AnyOf(grpc::StatusCode::UNIMPLEMENTED, grpc::StatusCode::INTERNAL,
+                               grpc::StatusCode::INVALID_ARGUMENT))
+      << status.error_message();
+  good_thread.join();
+  ASSERT_TRUE(good.status.ok()) << good.status.error_message();
+  EXPECT_THAT(good.response.token_ids(), ElementsAreArray(reference_->generated_ids));
+}
+
+TEST_F(KvServerTest, MaxTokensZeroMeansTheServerDefault) {
+  // Not an error: 0 (the proto default) asks for --default-max-tokens (256 here).
+  const CompleteResult result = Complete(*stub_, Greedy(reference_->prompt, 0));
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  EXPECT_EQ(result.response.usage().completion_tokens(), 256);
+  EXPECT_EQ(result.response.finish_reason(), v1::FINISH_REASON_LENGTH);
 }
 
 // --- Servers of their own -------------------------------------------------------------------
@@ -448,6 +538,107 @@ TEST(KvServerDrainTest, DrainFinishesAdmittedWorkAndRefusesNew) {
     EXPECT_EQ(result.finish_reason, v1::FINISH_REASON_LENGTH);
     EXPECT_EQ(result.token_ids.size(), 200u);
   }
+}
+
+TEST(KvServerFaultTest, DeadlineWhileQueuedIsDeadlineExceeded) {
+  ServerOptions options = TestOptions();
+  options.max_running = 1;  // A second request must wait.
+  absl::StatusOr<std::unique_ptr<KvServer>> created = KvServer::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  KvServer& server = **created;
+  auto stub = v1::Inference::NewStub(kvserve::testing::Connect(server.address()));
+
+  // Four long requests one at a time keep the queue busy far longer than the deadline.
+  constexpr int kAhead = 4;
+  std::vector<GenerateResult> ahead(kAhead);
+  std::vector<std::thread> runners;
+  for (GenerateResult& result : ahead) {
+    runners.emplace_back([&] { result = Generate(*stub, Greedy("Once upon a time", 500)); });
+  }
+  const absl::Time until = absl::Now() + absl::Seconds(20);
+  while (server.stats().waiting < kAhead - 1 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(server.stats().running, 1);
+  ASSERT_GE(server.stats().waiting, 1);
+
+  const absl::Time sent = absl::Now();
+  const CompleteResult queued =
+      Complete(*stub, Greedy("Once upon a time", 8), absl::Milliseconds(50));
+  EXPECT_EQ(queued.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << queued.status.error_message() << " after " << absl::Now() - sent;
+  for (std::thread& runner : runners) runner.join();
+  for (const GenerateResult& result : ahead) {
+    ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+    EXPECT_EQ(result.token_ids.size(), 500u);
+  }
+  // The expired request left the queue without ever holding KV.
+  const absl::Time drained = absl::Now() + absl::Seconds(10);
+  while ((server.stats().waiting > 0 || server.stats().kv_blocks_used > 0) &&
+         absl::Now() < drained) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(server.stats().waiting, 0);
+  EXPECT_EQ(server.stats().kv_blocks_used, 0);
+  server.Shutdown(absl::Seconds(1));
+}
+
+TEST(KvServerFaultTest, KvExhaustionWithPreemptionWhileClientsDisconnect) {
+  ServerOptions options = TestOptions();
+  options.kv_cache_mb = 1;  // ~800 tokens of KV for ~3200 tokens of demand: preemption.
+  absl::StatusOr<std::unique_ptr<KvServer>> created = KvServer::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  KvServer& server = **created;
+  auto channel = kvserve::testing::Connect(server.address());
+  auto stub = v1::Inference::NewStub(channel);
+
+  constexpr int kStreams = 8;
+  std::vector<grpc::Status> statuses(kStreams);
+  std::vector<int> tokens(kStreams, 0);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kStreams; ++i) {
+    threads.emplace_back([&, i] {
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+      v1::GenerateRequest request;
+      v1::GenerationParams* params = request.mutable_params();
+      params->set_prompt("Once upon a time");
+      params->set_max_tokens(400);
+      params->mutable_sampling()->set_temperature(1.0f);
+      params->mutable_sampling()->set_seed(7 + i);
+      auto reader = stub->Generate(&context, request);
+      v1::GenerateResponse chunk;
+      // Odd streams walk away after a few chunks, at different points.
+      const int give_up_after = i % 2 == 1 ? 5 + 20 * i : -1;
+      int chunks = 0;
+      while (reader->Read(&chunk)) {
+        tokens[i] += chunk.token_ids_size();
+        if (++chunks == give_up_after) context.TryCancel();
+      }
+      statuses[i] = reader->Finish();
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int i = 0; i < kStreams; ++i) {
+    if (i % 2 == 1) {
+      EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::CANCELLED)
+          << i << ": " << statuses[i].error_message();
+    } else {
+      EXPECT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].error_message();
+      EXPECT_EQ(tokens[i], 400) << i;
+    }
+  }
+  EXPECT_GT(server.stats().preemptions, 0);
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while ((server.stats().running > 0 || server.stats().kv_blocks_used > 0) &&
+         absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(server.stats().running, 0);
+  EXPECT_EQ(server.stats().kv_blocks_used, 0);
+  // Still serving.
+  EXPECT_TRUE(Complete(*stub, Greedy("Once upon a time", 8)).status.ok());
+  server.Shutdown(absl::Seconds(1));
 }
 
 TEST(KvServerStartupTest, MissingModelIsAClearError) {

@@ -110,8 +110,46 @@ INSTANTIATE_TEST_SUITE_P(
                       "100"},
                      "--max-tokens-limit"},
         BadFlagsCase{"negative_drain", {"--model", "m", "--drain-timeout", "-1"},
-                     "--drain-timeout"}),
+                     "--drain-timeout"},
+        BadFlagsCase{"tls_cert_without_key", {"--model", "m", "--tls-cert", "c.pem"},
+                     "--tls-cert and --tls-key"},
+        BadFlagsCase{"client_ca_without_cert", {"--model", "m", "--tls-client-ca", "ca.pem"},
+                     "--tls-client-ca"},
+        BadFlagsCase{"tiny_message_limit", {"--model", "m", "--max-message-bytes", "10"},
+                     "--max-message-bytes"},
+        BadFlagsCase{"zero_streams", {"--model", "m", "--max-concurrent-streams", "0"},
+                     "--max-concurrent-streams"},
+        BadFlagsCase{"negative_write_timeout", {"--model", "m", "--write-timeout", "-1"},
+                     "--write-timeout"}),
     [](const ::testing::TestParamInfo<BadFlagsCase>& info) { return info.param.name; });
+
+TEST(ServerOptionsTest, SecurityFlags) {
+  const ParsedCommandLine defaults = Parse({"--model", "m"});
+  ASSERT_EQ(defaults.action, ParsedCommandLine::Action::kRun) << defaults.message;
+  EXPECT_EQ(defaults.options.tls_cert_path, "");
+  EXPECT_EQ(defaults.options.auth_token_file, "");
+  EXPECT_EQ(defaults.options.max_message_bytes, 4 << 20);
+  EXPECT_EQ(defaults.options.max_concurrent_streams, 256);
+  EXPECT_EQ(defaults.options.write_timeout, absl::Seconds(30));
+
+  const ParsedCommandLine parsed =
+      Parse({"--model", "m", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca",
+             "ca.pem", "--auth-token-file", "tokens", "--max-message-bytes", "65536",
+             "--max-concurrent-streams", "8", "--write-timeout", "2.5"});
+  ASSERT_EQ(parsed.action, ParsedCommandLine::Action::kRun) << parsed.message;
+  const ServerOptions& o = parsed.options;
+  EXPECT_EQ(o.tls_cert_path, "c.pem");
+  EXPECT_EQ(o.tls_key_path, "k.pem");
+  EXPECT_EQ(o.tls_client_ca_path, "ca.pem");
+  EXPECT_EQ(o.auth_token_file, "tokens");
+  EXPECT_EQ(o.max_message_bytes, 65536);
+  EXPECT_EQ(o.max_concurrent_streams, 8);
+  EXPECT_EQ(o.write_timeout, absl::Milliseconds(2500));
+
+  const ParsedCommandLine off = Parse({"--model", "m", "--write-timeout", "0"});
+  ASSERT_EQ(off.action, ParsedCommandLine::Action::kRun) << off.message;
+  EXPECT_EQ(off.options.write_timeout, absl::InfiniteDuration());
+}
 
 TEST(SplitHostPortTest, Forms) {
   std::string host;
