@@ -81,7 +81,7 @@ for dt in $DTYPES; do
   log "llama.cpp bench $dt"
   record "{\"kind\": \"llama_bench\", \"dtype\": \"$dt\", \"result\": $(node "$PEER_DIR/llama_peer.mjs" bench "$f" --pp "$PP" --tg "$TG" --reps "$REPS" --threads "$THREADS" | tr -d '\n')}"
   log "kvserve $dt (auto weight type)"
-  record "{\"kind\": \"kvserve\", \"dtype\": \"$dt\", \"result\": $("$ENGINE_BENCH" --model "$f" --weight-type auto --prompt-tokens "$PP" --max-tokens "$TG" --concurrency "$SEQS" --threads "$THREADS" --reps "$REPS" --json 2>/dev/null)}"
+  record "{\"kind\": \"kvserve\", \"dtype\": \"$dt\", \"result\": $("$ENGINE_BENCH" --model "$f" --weight-type auto --prompt-tokens "$PP" --max-tokens "$TG" --concurrency "$SEQS" --threads "$THREADS" --reps "$REPS" --json 2>/dev/null | grep '^{' | tail -n 1)}"
   log "llama.cpp batch $dt"
   record "{\"kind\": \"llama_batch\", \"dtype\": \"$dt\", \"result\": $(node "$PEER_DIR/llama_peer.mjs" batch "$f" --seqs "$SEQS" --tg "$TG" --reps "$REPS" --threads "$THREADS" | tr -d '\n')}"
 done

@@ -318,6 +318,14 @@ void WriteRequestSeeds(const fs::path& dir) {
   for (int i = 0; i < 10; ++i) many_stops.add_stop(std::string(static_cast<size_t>(i * 3), 'x'));
   WriteSeed(dir, "many_stop_strings.pb", Request(many_stops));
 
+  v1::GenerationParams policy = text;
+  policy.set_kv_policy("keyformer:keep=0.3,recent=0.3");
+  WriteSeed(dir, "kv_policy_keyformer.pb", Request(policy));
+  policy.set_kv_policy("h2o:keep=1.5,unknown=x");
+  WriteSeed(dir, "kv_policy_malformed.pb", Request(policy));
+  policy.set_kv_policy("window:size=64");
+  WriteSeed(dir, "kv_policy_window.pb", Request(policy));
+
   v1::GenerationParams long_prompt;
   std::string prompt;
   for (int i = 0; i < 60; ++i) prompt += "the cat sat ";

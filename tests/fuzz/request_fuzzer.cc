@@ -3,7 +3,8 @@
 // tokenizer and limits like the server's. Every input must give either a request that obeys
 // the limits (ids in range, room for one generated token, max_tokens in [1, limit], valid
 // sampling, bounded stop strings) or INVALID_ARGUMENT / NOT_FOUND with a message; never a
-// crash or a sanitizer report. The same prompt also goes through Tokenize(), whose response
+// crash or a sanitizer report. The KV-policy spec parser (engine/policy) is reached through
+// GenerationParams.kv_policy. The same prompt also goes through Tokenize(), whose response
 // must pair every id with a piece. Bytes that do not parse (protobuf refuses, among others,
 // strings that are not UTF-8, as the gRPC server does) are used as a raw prompt instead, so
 // the conversion's own UTF-8 and size checks are fuzzed too.
