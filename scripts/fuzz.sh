@@ -66,6 +66,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:allocator_ma
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
 summary=()
+passed=0
 for target in "${built[@]}"; do
   seeds="tests/fuzz/corpus/$target"
   work="$BUILD_DIR/fuzz-corpus/$target"
@@ -96,12 +97,14 @@ for target in "${built[@]}"; do
     ls -1 "$artifacts" >&2 || true
     summary+=("$(printf '%-24s %12s execs  %5s s  corpus %5s  FAILED' "$target" "$execs" "$secs" "$corpus")")
   else
+    passed=$((passed + 1))
     summary+=("$(printf '%-24s %12s execs  %5s s  corpus %5s  ok' "$target" "$execs" "$secs" "$corpus")")
   fi
 done
 
 echo "== fuzz summary (${SECONDS_PER_TARGET} s per target; build $build_cpu s cpu; total $((SECONDS - start)) s wall)"
 printf '%s\n' "${summary[@]}"
+echo "fuzz: $passed passed, ${#failed[@]} failed"
 if [[ ${#failed[@]} -gt 0 ]]; then
   printf 'FAILED: %s\n' "${failed[@]}" >&2
   exit 1
