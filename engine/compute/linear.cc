@@ -340,8 +340,10 @@ absl::StatusOr<std::unique_ptr<Linear>> Linear::CreateStacked(
                       const_cast<void*>(user_data));
     dnnl::reorder(user, packed).execute(device.stream(), user, packed);
     device.stream().wait();
-    return std::make_unique<Linear>(PrivateKey(), device, k, n, type, std::move(packed),
-                                    std::move(w_scales), std::move(compensation));
+    auto linear = std::make_unique<Linear>(PrivateKey(), device, k, n, type, std::move(packed),
+                                           std::move(w_scales), std::move(compensation));
+    linear->EnableGemvIfSupported(pd.impl_info_str());
+    return linear;
   } catch (const dnnl::error& e) {
     return DnnlError(absl::StrCat("packing weight \"", first.name, "\""), e);
   }
@@ -367,6 +369,64 @@ std::string Linear::WeightsLayout() const {
   } catch (const dnnl::error& e) {
     return absl::StrCat("error: ", e.what());
   }
+}
+
+void Linear::EnableGemvIfSupported(std::string_view onednn_impl) {
+  if (type_ != WeightType::kBf16 && type_ != WeightType::kInt8) return;
+  const bool bf16 = type_ == WeightType::kBf16;
+  // bf16: the kernel reproduces this implementation's summation order (so rows are
+  // bit-identical whichever path computes them); next to any other (e.g. AMX's) it would break
+  // batch invariance, so everything then stays on oneDNN. int8 sums are exact in any order.
+  if (bf16 ? !Bf16GemvAvailable() || onednn_impl != "brg:avx512_core_bf16"
+           : !Int8GemvAvailable()) {
+    return;
+  }
+  // Accept exactly oneDNN's "BA16a<nb>b2a" (bf16) / "BA16a<nb>b4a" (s8) for {K, N}: tiles of
+  // 16 K-pairs (quads) x nb columns, N blocks outermost, K blocks dense inside them (so each
+  // N block is one run of K pairs / quads).
+  const int64_t group = bf16 ? 2 : 4;
+  const dnnl_memory_desc_t& d = weights_.get_desc().data;
+  if (d.format_kind != dnnl_blocked || d.ndims != 2 ||
+      d.data_type != (bf16 ? dnnl_bf16 : dnnl_s8) || d.offset0 != 0 || d.extra.flags != 0 ||
+      d.dims[0] != in_features_ || d.dims[1] != out_features_) {
+    return;
+  }
+  const auto& blk = d.format_desc.blocking;
+  if (blk.inner_nblks != 3 || blk.inner_idxs[0] != 0 || blk.inner_idxs[1] != 1 ||
+      blk.inner_idxs[2] != 0 || blk.inner_blks[0] != 16 || blk.inner_blks[2] != group) {
+    return;
+  }
+  const int64_t nb = blk.inner_blks[1];
+  if (blk.strides[0] != 16 * group * nb || blk.strides[1] != d.padded_dims[0] * nb) return;
+  void* handle = nullptr;
+  if (dnnl_memory_get_data_handle(weights_.get(), &handle) != dnnl_success || handle == nullptr) {
+    return;
+  }
+  if (bf16) {
+    Bf16PackedLayout layout;
+    layout.k = in_features_;
+    layout.n = out_features_;
+    layout.n_block = nb;
+    layout.n_block_stride = blk.strides[1];
+    layout.k_chunk = Bf16GemvChunkRows(in_features_);
+    if (!Bf16GemvSupportsLayout(layout)) return;
+    bf16_layout_ = layout;
+  } else {
+    Int8PackedLayout layout;
+    layout.k = in_features_;
+    layout.n = out_features_;
+    layout.n_block = nb;
+    layout.n_block_stride = blk.strides[1];  // Elements are bytes.
+    if (!Int8GemvSupportsLayout(layout)) return;
+    int8_layout_ = layout;
+  }
+  gemv_weights_ = handle;
+  gemv_max_rows_ = DefaultGemvMaxRows(type_);
+}
+
+void Linear::SetGemvMaxRows(int64_t rows) {
+  if (gemv_weights_ == nullptr) return;
+  gemv_max_rows_ = std::clamp<int64_t>(rows, 0, kMaxBucketRows);
 }
 
 absl::StatusOr<Linear::Bucket*> Linear::GetBucket(int64_t rows) {
@@ -416,6 +476,9 @@ absl::StatusOr<Linear::Bucket*> Linear::GetBucket(int64_t rows) {
 
 std::string Linear::ImplName(int64_t m) {
   if (m < 1) return "error: m must be positive";
+  if (std::min(m, kMaxBucketRows) <= gemv_max_rows_) {
+    return type_ == WeightType::kBf16 ? "bf16_gemv:avx512_bf16" : "int8_gemv:avx512_vnni";
+  }
   absl::StatusOr<Bucket*> bucket = GetBucket(BucketRows(std::min(m, kMaxBucketRows)));
   if (!bucket.ok()) return absl::StrCat("error: ", bucket.status().message());
   return (*bucket)->impl;
@@ -430,7 +493,46 @@ absl::Status Linear::Forward(const float* x, int64_t m, float* y) {
   return absl::OkStatus();
 }
 
+absl::Status Linear::ForwardGemv(const float* x, int64_t m, float* y) {
+  const int64_t k = in_features_, n = out_features_;
+  if (type_ == WeightType::kBf16) {
+    const int64_t k_even = (k + 1) / 2 * 2;  // The kernel reads whole K pairs.
+    KV_RETURN_IF_ERROR(device_.workspace().Reserve(sizeof(uint16_t) * m * k_even));
+    auto* xb = reinterpret_cast<uint16_t*>(device_.workspace().data());
+    if (k_even == k) {
+      ConvertToBf16(x, m * k, xb);
+    } else {
+      for (int64_t i = 0; i < m; ++i) {
+        ConvertToBf16(x + i * k, k, xb + i * k_even);
+        xb[i * k_even + k] = 0;
+      }
+    }
+    Bf16Gemv(bf16_layout_, static_cast<const uint16_t*>(gemv_weights_), xb, m, k_even, y, n);
+    return absl::OkStatus();
+  }
+  // kInt8: quantise as for oneDNN, s32 product by the kernel, the same post pass.
+  const int64_t k_quad = (k + 3) / 4 * 4;  // The kernel reads whole K quads.
+  const size_t x_bytes = AlignUp(static_cast<size_t>(m * k_quad));
+  KV_RETURN_IF_ERROR(device_.workspace().Reserve(x_bytes + sizeof(int32_t) * m * n));
+  uint8_t* const workspace = device_.workspace().data();
+  uint8_t* xq = workspace;
+  auto* acc = reinterpret_cast<int32_t*>(workspace + x_bytes);
+  if (k_quad == k) {
+    QuantizeRowsU8(x, m, k, xq, x_scales_.data());
+  } else {
+    for (int64_t i = 0; i < m; ++i) {
+      QuantizeRowsU8(x + i * k, 1, k, xq + i * k_quad, &x_scales_[i]);
+      // Met only by zero (padding) weights; set so that no uninitialised byte is read.
+      std::memset(xq + i * k_quad + k, 128, k_quad - k);
+    }
+  }
+  Int8Gemv(int8_layout_, static_cast<const int8_t*>(gemv_weights_), xq, m, k_quad, acc, n);
+  DequantizeRows(acc, m, n, w_compensation_.data(), w_scales_.data(), x_scales_.data(), y);
+  return absl::OkStatus();
+}
+
 absl::Status Linear::ForwardChunk(const float* x, int64_t m, float* y) {
+  if (m <= gemv_max_rows_) return ForwardGemv(x, m, y);
   const int64_t rows = BucketRows(m);
   KV_ASSIGN_OR_RETURN(Bucket * bucket, GetBucket(rows));
   uint8_t* const workspace = device_.workspace().data();  // Read after GetBucket may grow it.

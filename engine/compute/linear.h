@@ -15,6 +15,13 @@
 // - A batch whose row count is not a bucket size is padded up to the bucket through the
 //   Device's workspace; after every bucket in use has been created, Forward allocates nothing
 //   of its own (oneDNN's execute itself still builds a small argument map per call).
+// - bf16 (kBf16) at up to gemv_max_rows() rows (decode): Bf16Gemv (bf16_gemv.h), a hand-written
+//   AVX512-BF16 kernel that reads the SAME packed weights (oneDNN's "BA16a<nb>b2a" layout,
+//   verified at Create; any other layout, or a CPU without AVX512-BF16, leaves everything on
+//   oneDNN) at the memory bandwidth roof, where oneDNN's brgemm reaches ~75% of it at M = 1.
+//   It accumulates in oneDNN's order, so results are bit-identical either way. kInt8 likewise
+//   runs Int8Gemv (int8_gemv.h, AVX512-VNNI) on oneDNN's "BA16a<nb>b4a" s8 weights; its s32
+//   sums are exact, so they too are the same bits as oneDNN's.
 // - int8 (kInt8): the weights are quantised once per output channel (symmetric s8, scale =
 //   max|w_row| / 127) and the activations per row (per token) on every call (symmetric,
 //   scale = max|x_row| / 127, stored as u8 = q + 128 because VNNI multiplies u8 by s8). The
@@ -37,7 +44,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/compute/bf16_gemv.h"
 #include "engine/compute/device.h"
+#include "engine/compute/int8_gemv.h"
 #include "engine/model/tensor_data.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -103,7 +112,27 @@ class Linear {
   int64_t out_features() const { return out_features_; }
   WeightType weight_type() const { return type_; }
 
-  // oneDNN's implementation name (impl_info_str) of the primitive used for an m-row chunk,
+  // The defaults of gemv_max_rows(), chosen by measurement on Zen 4 (compute_benchmark
+  // BM_Bf16Decode / BM_Int8Decode, kernel against oneDNN on the same weights, M = 1..16):
+  // up to these the kernels are faster at every TinyLlama shape.
+  static constexpr int64_t kDefaultBf16GemvMaxRows = 8;
+  static constexpr int64_t kDefaultInt8GemvMaxRows = 4;
+  static int64_t DefaultGemvMaxRows(WeightType type) {
+    return type == WeightType::kBf16   ? kDefaultBf16GemvMaxRows
+           : type == WeightType::kInt8 ? kDefaultInt8GemvMaxRows
+                                       : 0;
+  }
+
+  // The largest row count (chunk) served by the Bf16Gemv / Int8Gemv kernel; 0 when no kernel
+  // applies (kF32, another packed layout, or a CPU without AVX512-BF16 / AVX512-VNNI).
+  int64_t gemv_max_rows() const { return gemv_max_rows_; }
+  // Changes that limit (clamped to [0, kMaxBucketRows]; 0 = everything through oneDNN) when
+  // the kernel applies; does nothing otherwise. For tests and benchmarks that compare the two
+  // paths.
+  void SetGemvMaxRows(int64_t rows);
+
+  // The implementation used for an m-row chunk: "bf16_gemv:avx512_bf16" or
+  // "int8_gemv:avx512_vnni" for the kernels, else oneDNN's impl_info_str of the primitive,
   // creating it if needed, e.g. "brg:avx512_core". An "error: ..." string if that fails.
   // For tests and benchmarks.
   std::string ImplName(int64_t m);
@@ -133,6 +162,11 @@ class Linear {
   absl::StatusOr<Bucket*> GetBucket(int64_t rows);
   // Runs one chunk of 1..kMaxBucketRows rows.
   absl::Status ForwardChunk(const float* x, int64_t m, float* y);
+  // Runs m <= gemv_max_rows_ rows through Bf16Gemv (kBf16) or Int8Gemv (kInt8).
+  absl::Status ForwardGemv(const float* x, int64_t m, float* y);
+  // Turns the kernel path on if the CPU, the packed layout and oneDNN's implementation
+  // (`onednn_impl`, for the larger row counts) allow it.
+  void EnableGemvIfSupported(std::string_view onednn_impl);
 
   Device& device_;
   const int64_t in_features_;
@@ -144,6 +178,11 @@ class Linear {
   const std::vector<int32_t> w_compensation_;
   std::vector<float> x_scales_;  // kInt8 only: per-row activation scales of the current chunk.
   std::array<std::unique_ptr<Bucket>, kNumBuckets> buckets_;
+  // Kernel path: the packed weights as the kernel for type_ sees them; off when 0 rows.
+  Bf16PackedLayout bf16_layout_;
+  Int8PackedLayout int8_layout_;
+  const void* gemv_weights_ = nullptr;
+  int64_t gemv_max_rows_ = 0;
 };
 
 }  // namespace kvserve::engine

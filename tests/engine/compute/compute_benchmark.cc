@@ -126,6 +126,67 @@ void LinearDramArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_Linear)->Name("BM_LinearDram")->Apply(LinearDramArgs)->UseRealTime()->MinTime(0.5);
 
+// Decode at TinyLlama-1.1B shapes, weights streamed from DRAM (enough distinct copies of the
+// matrix for >= 128 MB per cycle, more than any L3): the Bf16Gemv / Int8Gemv kernel against
+// oneDNN's brgemm on the same packed weights, to place Linear::DefaultGemvMaxRows.
+// weightGBps is the figure to hold against the machine's read bandwidth (bench/stream_triad.cc).
+// Args: {path (0 oneDNN, 1 kernel), N (out), K (in), M (rows), type (1 bf16, 2 int8)}.
+void BM_GemvDecode(benchmark::State& state) {
+  const bool kernel = state.range(0) == 1;
+  const int64_t n = state.range(1), k = state.range(2), m = state.range(3);
+  const WeightType type = TypeArg(state.range(4));
+  const double weight_bytes = BytesPerWeight(type) * static_cast<double>(n) * k;
+  const int copies = std::max(1, static_cast<int>(std::ceil(128e6 / weight_bytes)));
+  std::vector<Linear*> linears;
+  for (int c = 0; c < copies; ++c) {
+    Linear& linear = GetLinear(type, n, k, c);
+    if (kernel && linear.gemv_max_rows() == 0) {
+      state.SkipWithError("no decode kernel for this type on this CPU");
+      return;
+    }
+    linear.SetGemvMaxRows(kernel ? m : 0);
+    linears.push_back(&linear);
+  }
+  const std::vector<float> x = Fill(m * k, 7);
+  std::vector<float> y(m * n);
+  for (Linear* linear : linears) {
+    if (!linear->Forward(x.data(), m, y.data()).ok()) state.SkipWithError("Forward failed");
+  }
+  size_t i = 0;
+  for (auto _ : state) {
+    Linear& linear = *linears[i++ % linears.size()];
+    if (!linear.Forward(x.data(), m, y.data()).ok()) state.SkipWithError("Forward failed");
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["weightGBps"] =
+      benchmark::Counter(weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(linears[0]->ImplName(m));
+  // Leave the shared Linears as Create made them for the other benchmarks.
+  for (Linear* linear : linears) linear->SetGemvMaxRows(Linear::DefaultGemvMaxRows(type));
+}
+
+void GemvDecodeArgs(benchmark::internal::Benchmark* b, int type) {
+  // Fused QKV {2560, 2048}, fused gate+up {11264, 2048}, down {2048, 5632}, output
+  // {32000, 2048}.
+  const int64_t shapes[][2] = {{2560, 2048}, {11264, 2048}, {2048, 5632}, {32000, 2048}};
+  for (const auto& s : shapes) {
+    for (int64_t m : {1, 2, 3, 4, 6, 8, 12, 16}) {
+      for (int path : {0, 1}) b->Args({path, s[0], s[1], m, type});
+    }
+  }
+  b->ArgNames({"kernel", "N", "K", "M", "type"});
+}
+BENCHMARK(BM_GemvDecode)
+    ->Name("BM_Bf16Decode")
+    ->Apply([](benchmark::internal::Benchmark* b) { GemvDecodeArgs(b, 1); })
+    ->UseRealTime()
+    ->MinTime(0.3);
+BENCHMARK(BM_GemvDecode)
+    ->Name("BM_Int8Decode")
+    ->Apply([](benchmark::internal::Benchmark* b) { GemvDecodeArgs(b, 2); })
+    ->UseRealTime()
+    ->MinTime(0.3);
+
 void BM_RmsNormRows(benchmark::State& state) {
   const int64_t rows = state.range(0), n = state.range(1);
   const std::vector<float> x = Fill(rows * n, 1), w = Fill(n, 2);
