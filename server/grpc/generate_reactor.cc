@@ -9,15 +9,6 @@
 #include "server/grpc/status_util.h"
 
 namespace kvserve::server {
-namespace {
-
-const grpc::Status& CancelledStatus() {
-  static const grpc::Status* const kStatus =
-      new grpc::Status(grpc::StatusCode::CANCELLED, "the request was cancelled");
-  return *kStatus;
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------
 // GenerateReactor
@@ -182,73 +173,23 @@ void GenerateReactor::OnDone() {
 // ---------------------------------------------------------------------------------------
 // CompleteReactor
 
-CompleteReactor::CompleteReactor(std::shared_ptr<GenerationStream> stream, RequestQueue* queue,
-                                 v1::CompleteResponse* response)
-    : link_(std::make_shared<Link>()),
-      stream_(std::move(stream)),
-      queue_(queue),
-      response_(response) {
-  absl::MutexLock lock(&link_->mu);
-  link_->reactor = this;
-}
-
 grpc::ServerUnaryReactor* CompleteReactor::Start(std::unique_ptr<PendingRequest> request,
                                                  RequestQueue* queue,
                                                  v1::CompleteResponse* response) {
-  auto stream = std::make_shared<GenerationStream>();
   // gRPC owns the reactor from here on; OnDone deletes it.
-  auto* reactor = new CompleteReactor(stream, queue, response);
-  stream->SetNotify([link = reactor->link_] {
-    absl::MutexLock lock(&link->mu);
-    if (link->reactor != nullptr) link->reactor->PumpLocked();
-  });
-  request->stream = std::move(stream);
-  const absl::Status pushed = queue->Push(std::move(request));
-  if (!pushed.ok()) {
-    absl::MutexLock lock(&reactor->link_->mu);
-    reactor->FinishLocked(ToGrpcStatus(pushed));
-  }
+  auto* reactor = new CompleteReactor(queue, response);
+  Enqueue(reactor, std::move(request));
   return reactor;
 }
 
-void CompleteReactor::PumpLocked() {
-  if (finished_) return;
-  StreamEvent event;
-  while (stream_->TryTake(&event)) {
-    if (event.final && !event.status.ok()) {
-      FinishLocked(ToGrpcStatus(event.status));
-      return;
-    }
-    response_->mutable_text()->append(event.text);
-    response_->mutable_token_ids()->Add(event.token_ids.begin(), event.token_ids.end());
-    if (event.final) {
-      response_->set_finish_reason(ToProto(event.finish_reason));
-      ToProto(event.usage, response_->mutable_usage());
-      FinishLocked(grpc::Status::OK);
-      return;
-    }
-  }
+void CompleteReactor::Append(const StreamEvent& event) {
+  response_->mutable_text()->append(event.text);
+  response_->mutable_token_ids()->Add(event.token_ids.begin(), event.token_ids.end());
 }
 
-void CompleteReactor::FinishLocked(const grpc::Status& status) {
-  if (finished_) return;
-  finished_ = true;
-  Finish(status);
-}
-
-void CompleteReactor::OnCancel() {
-  stream_->Cancel();
-  queue_->Wake();  // The engine drops the request at its next step.
-  absl::MutexLock lock(&link_->mu);
-  FinishLocked(CancelledStatus());
-}
-
-void CompleteReactor::OnDone() {
-  {
-    absl::MutexLock lock(&link_->mu);
-    link_->reactor = nullptr;
-  }
-  delete this;  // gRPC is done with the reactor: the one sanctioned delete.
+void CompleteReactor::Complete(const StreamEvent& final_event) {
+  response_->set_finish_reason(ToProto(final_event.finish_reason));
+  ToProto(final_event.usage, response_->mutable_usage());
 }
 
 }  // namespace kvserve::server

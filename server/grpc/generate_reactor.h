@@ -24,18 +24,12 @@
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "kvserve/v1/kvserve.grpc.pb.h"
+#include "server/grpc/reactor_link.h"
+#include "server/grpc/unary_generation_reactor.h"
 #include "server/serving/generation_stream.h"
 #include "server/serving/request_queue.h"
 
 namespace kvserve::server {
-
-// The engine side's way to a reactor that may be gone: shared by the reactor and its
-// stream's notify callback. `reactor` is null once gRPC is done with the reactor.
-template <typename Reactor>
-struct ReactorLink {
-  absl::Mutex mu;
-  Reactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
-};
 
 // How a Generate stream treats a client that stops reading.
 struct StreamOptions {
@@ -99,35 +93,22 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   std::vector<std::unique_ptr<grpc::Alarm>> alarms_;  // Fired ones are kept until OnDone.
 };
 
-class CompleteReactor final : public grpc::ServerUnaryReactor {
+class CompleteReactor final : public UnaryGenerationReactor {
  public:
   // Enqueues `request` and fills `response` (owned by gRPC, valid until OnDone) when its
   // stream ends; if the queue refuses it the RPC ends with that status.
   static grpc::ServerUnaryReactor* Start(std::unique_ptr<PendingRequest> request,
                                          RequestQueue* queue, v1::CompleteResponse* response);
 
-  // grpc::ServerUnaryReactor
-  void OnCancel() override;
-  void OnDone() override;
-
  private:
-  using Link = ReactorLink<CompleteReactor>;
+  CompleteReactor(RequestQueue* queue, v1::CompleteResponse* response)
+      : UnaryGenerationReactor(queue), response_(response) {}
 
-  CompleteReactor(std::shared_ptr<GenerationStream> stream, RequestQueue* queue,
-                  v1::CompleteResponse* response);
+  // UnaryGenerationReactor
+  void Append(const StreamEvent& event) override;
+  void Complete(const StreamEvent& final_event) override;
 
-  // Moves what the stream has into the response; finishes on the final event.
-  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu);
-  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu);
-
-  // Constant after construction.
-  const std::shared_ptr<Link> link_;
-  const std::shared_ptr<GenerationStream> stream_;
-  RequestQueue* const queue_;
-  v1::CompleteResponse* const response_;  // Protected by link_->mu until finished.
-
-  // State below is protected by link_->mu.
-  bool finished_ = false;
+  v1::CompleteResponse* const response_;  // Written under the reactor's lock until finished.
 };
 
 }  // namespace kvserve::server

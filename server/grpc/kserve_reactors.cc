@@ -6,90 +6,37 @@
 #include "server/grpc/status_util.h"
 
 namespace kvserve::server {
-namespace {
-
-grpc::Status CancelledStatus() {
-  return grpc::Status(grpc::StatusCode::CANCELLED, "the request was cancelled");
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------
 // KServeInferReactor
 
 KServeInferReactor::KServeInferReactor(KServeRequest request, std::string model_name,
-                                       std::shared_ptr<GenerationStream> stream,
                                        RequestQueue* queue,
                                        inference::ModelInferResponse* response)
-    : link_(std::make_shared<Link>()),
+    : UnaryGenerationReactor(queue),
       request_(std::move(request)),
       model_name_(std::move(model_name)),
-      stream_(std::move(stream)),
-      queue_(queue),
-      response_(response) {
-  absl::MutexLock lock(&link_->mu);
-  link_->reactor = this;
-}
+      response_(response) {}
 
 grpc::ServerUnaryReactor* KServeInferReactor::Start(KServeGeneration generation,
                                                     std::string model_name,
                                                     RequestQueue* queue,
                                                     inference::ModelInferResponse* response) {
-  auto stream = std::make_shared<GenerationStream>();
   // gRPC owns the reactor from here on; OnDone deletes it.
-  auto* reactor = new KServeInferReactor(std::move(generation.request), std::move(model_name),
-                                         stream, queue, response);
-  stream->SetNotify([link = reactor->link_] {
-    absl::MutexLock lock(&link->mu);
-    if (link->reactor != nullptr) link->reactor->PumpLocked();
-  });
-  generation.pending->stream = std::move(stream);
-  const absl::Status pushed = queue->Push(std::move(generation.pending));
-  if (!pushed.ok()) {
-    absl::MutexLock lock(&reactor->link_->mu);
-    reactor->FinishLocked(ToGrpcStatus(pushed));
-  }
+  auto* reactor =
+      new KServeInferReactor(std::move(generation.request), std::move(model_name), queue, response);
+  Enqueue(reactor, std::move(generation.pending));
   return reactor;
 }
 
-void KServeInferReactor::PumpLocked() {
-  if (finished_) return;
-  StreamEvent event;
-  while (stream_->TryTake(&event)) {
-    if (event.final && !event.status.ok()) {
-      FinishLocked(ToGrpcStatus(event.status));
-      return;
-    }
-    text_.append(event.text);
-    token_ids_.insert(token_ids_.end(), event.token_ids.begin(), event.token_ids.end());
-    if (event.final) {
-      FillKServeOutputs(request_, model_name_, text_, token_ids_, response_);
-      AddKServeFinishParameters(event.finish_reason, event.usage, response_);
-      FinishLocked(grpc::Status::OK);
-      return;
-    }
-  }
+void KServeInferReactor::Append(const StreamEvent& event) {
+  text_.append(event.text);
+  token_ids_.insert(token_ids_.end(), event.token_ids.begin(), event.token_ids.end());
 }
 
-void KServeInferReactor::FinishLocked(const grpc::Status& status) {
-  if (finished_) return;
-  finished_ = true;
-  Finish(status);
-}
-
-void KServeInferReactor::OnCancel() {
-  stream_->Cancel();
-  queue_->Wake();  // The engine drops the request at its next step.
-  absl::MutexLock lock(&link_->mu);
-  FinishLocked(CancelledStatus());
-}
-
-void KServeInferReactor::OnDone() {
-  {
-    absl::MutexLock lock(&link_->mu);
-    link_->reactor = nullptr;
-  }
-  delete this;  // gRPC is done with the reactor: the one sanctioned delete.
+void KServeInferReactor::Complete(const StreamEvent& final_event) {
+  FillKServeOutputs(request_, model_name_, text_, token_ids_, response_);
+  AddKServeFinishParameters(final_event.finish_reason, final_event.usage, response_);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -28,8 +28,9 @@
 #include "absl/types/span.h"
 #include "grpcpp/grpcpp.h"
 #include "inference/grpc_service.grpc.pb.h"
-#include "server/grpc/generate_reactor.h"
 #include "server/grpc/kserve_tensors.h"
+#include "server/grpc/reactor_link.h"
+#include "server/grpc/unary_generation_reactor.h"
 #include "server/serving/generation_stream.h"
 #include "server/serving/request_queue.h"
 
@@ -46,7 +47,7 @@ struct KServeGeneration {
 using KServeBuilder =
     std::function<absl::StatusOr<KServeGeneration>(const inference::ModelInferRequest&)>;
 
-class KServeInferReactor final : public grpc::ServerUnaryReactor {
+class KServeInferReactor final : public UnaryGenerationReactor {
  public:
   // Enqueues `generation` and fills `response` (owned by gRPC, valid until OnDone) when its
   // stream ends; if the queue refuses it the RPC ends with that status.
@@ -54,33 +55,20 @@ class KServeInferReactor final : public grpc::ServerUnaryReactor {
                                          RequestQueue* queue,
                                          inference::ModelInferResponse* response);
 
-  // grpc::ServerUnaryReactor
-  void OnCancel() override;
-  void OnDone() override;
-
  private:
-  using Link = ReactorLink<KServeInferReactor>;
-
-  KServeInferReactor(KServeRequest request, std::string model_name,
-                     std::shared_ptr<GenerationStream> stream, RequestQueue* queue,
+  KServeInferReactor(KServeRequest request, std::string model_name, RequestQueue* queue,
                      inference::ModelInferResponse* response);
 
-  // Gathers what the stream has; fills the response and finishes on the final event.
-  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu);
-  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(link_->mu);
+  // UnaryGenerationReactor
+  void Append(const StreamEvent& event) override;
+  void Complete(const StreamEvent& final_event) override;
 
-  // Constant after construction.
-  const std::shared_ptr<Link> link_;
   const KServeRequest request_;
   const std::string model_name_;
-  const std::shared_ptr<GenerationStream> stream_;
-  RequestQueue* const queue_;
-  inference::ModelInferResponse* const response_;  // Protected by link_->mu until finished.
-
-  // State below is protected by link_->mu.
+  // Written under the reactor's lock until finished.
+  inference::ModelInferResponse* const response_;
   std::string text_;
   std::vector<TokenId> token_ids_;
-  bool finished_ = false;
 };
 
 struct KServeStreamOptions {

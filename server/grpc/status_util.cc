@@ -47,4 +47,8 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(ToGrpcCode(status.code()), CapMessage(status.message()));
 }
 
+grpc::Status CancelledStatus() {
+  return grpc::Status(grpc::StatusCode::CANCELLED, "the request was cancelled");
+}
+
 }  // namespace kvserve::server

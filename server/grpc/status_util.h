@@ -18,6 +18,9 @@ inline constexpr size_t kMaxStatusMessageBytes = 1024;
 // kMaxStatusMessageBytes.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
+// The status of an RPC whose client cancelled it or went away.
+grpc::Status CancelledStatus();
+
 }  // namespace kvserve::server
 
 #endif  // KVSERVE_SERVER_GRPC_STATUS_UTIL_H_
