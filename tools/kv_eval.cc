@@ -75,6 +75,7 @@ struct SequenceStats {
   double nll_policy = 0;
   double kl = 0;
   double agree = 0;
+  double retained = 0;  // Sum over positions of the retained attention mass.
   int64_t tokens = 0;
   int32_t first_divergence = 0;
   bool diverged = false;
@@ -119,17 +120,16 @@ double Percentile(std::vector<double> v, double q) {
 // fails half way leaves the engine clean for the next one (unknown ids are ignored).
 class SequenceCleanup {
  public:
-  explicit SequenceCleanup(Engine& engine) : engine_(engine) {}
+  SequenceCleanup() = default;
   SequenceCleanup(const SequenceCleanup&) = delete;
   SequenceCleanup& operator=(const SequenceCleanup&) = delete;
   ~SequenceCleanup() {
-    for (SequenceId id : ids_) engine_.RemoveSequence(id);
+    for (auto [engine, id] : ids_) engine->RemoveSequence(id);
   }
-  void Add(SequenceId id) { ids_.push_back(id); }
+  void Add(Engine& engine, SequenceId id) { ids_.push_back({&engine, id}); }
 
  private:
-  Engine& engine_;
-  std::vector<SequenceId> ids_;
+  std::vector<std::pair<Engine*, SequenceId>> ids_;
 };
 
 // The per-step state of one corpus sequence under evaluation.
@@ -141,6 +141,10 @@ struct Item {
   SequenceId greedy_full = 0;
   int32_t target = 0;          // Corpus index the teacher-forced pair predicts next.
   int32_t greedy_done = 0;     // Greedy tokens compared so far.
+  // The policy cache the next teacher-forced query attends to: the live slots' positions
+  // before the step, plus the positions the step computes (from computed_before on).
+  std::vector<int32_t> kept_before;
+  int32_t computed_before = 0;
   bool tf_active = true;
   bool greedy_active = true;
   SequenceStats stats;
@@ -159,15 +163,7 @@ engine::EngineOptions EvalEngineOptions(const std::string& model_path, int32_t b
 }
 
 absl::Status CheckKvDtype(std::string_view kv_dtype) {
-  if (kv_dtype == "f32") return absl::OkStatus();
-  if (kv_dtype == "bf16" || kv_dtype == "int8") {
-    return absl::UnimplementedError(absl::StrCat(
-        "KV storage type ", std::string(kv_dtype),
-        " is not implemented yet in the engine; only f32 is available"));
-  }
-  return absl::InvalidArgumentError(absl::StrCat("unknown KV storage type \"",
-                                                 std::string(kv_dtype),
-                                                 "\"; known: f32 (bf16, int8 not implemented yet)"));
+  return engine::ParseKvDtype(kv_dtype).status();
 }
 
 absl::StatusOr<std::vector<CorpusSequence>> MakeCorpus(Engine& engine,
@@ -183,7 +179,7 @@ absl::StatusOr<std::vector<CorpusSequence>> MakeCorpus(Engine& engine,
   for (int32_t b0 = 0; b0 < options.sequences; b0 += batch) {
     const int32_t b1 = std::min(options.sequences, b0 + batch);
     std::vector<SequenceId> ids;
-    SequenceCleanup cleanup(engine);
+    SequenceCleanup cleanup;
     for (int32_t i = b0; i < b1; ++i) {
       corpus[i].seed = options.first_seed + static_cast<uint64_t>(i);
       corpus[i].tokens = {engine.vocab().bos_id};
@@ -194,7 +190,7 @@ absl::StatusOr<std::vector<CorpusSequence>> MakeCorpus(Engine& engine,
       spec.max_new_tokens = options.tokens - 1;
       KV_RETURN_IF_ERROR(engine.AddSequence(static_cast<SequenceId>(i), std::move(spec)));
       ids.push_back(static_cast<SequenceId>(i));
-      cleanup.Add(static_cast<SequenceId>(i));
+      cleanup.Add(engine, static_cast<SequenceId>(i));
     }
     while (true) {
       StepPlan plan;
@@ -262,7 +258,7 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
                                           absl::Span<const CorpusSequence> corpus,
                                           const EvalOptions& options) {
   const Clock::time_point start = Clock::now();
-  KV_RETURN_IF_ERROR(CheckKvDtype(options.kv_dtype));
+  KV_ASSIGN_OR_RETURN(const engine::KvDtype kv_dtype, engine::ParseKvDtype(options.kv_dtype));
   KV_ASSIGN_OR_RETURN(std::shared_ptr<const engine::KvPolicy> policy,
                       engine::CreateKvPolicy(options.policy_spec));
   if (options.sequences < 1 || options.sequences > static_cast<int32_t>(corpus.size())) {
@@ -296,13 +292,27 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
   result.policy_seed = options.policy_seed;
   result.greedy_tokens = greedy_tokens;
 
+  // The full-cache reference runs on `engine`; the policy sequences on an engine storing KV
+  // as kv_dtype: `engine` itself when it already does, else a second engine like it.
+  std::unique_ptr<Engine> own_policy_engine;
+  if (kv_dtype != engine.options().kv_dtype) {
+    engine::EngineOptions policy_options = engine.options();
+    policy_options.kv_dtype = kv_dtype;
+    KV_ASSIGN_OR_RETURN(own_policy_engine, Engine::Create(policy_options));
+  }
+  Engine& pe = own_policy_engine != nullptr ? *own_policy_engine : engine;
+  // Ids come four per corpus sequence (base = 4 * index): tf_policy, tf_full, greedy_policy,
+  // greedy_full; the policy ones (even offsets) live on `pe`.
+  auto engine_of = [&](SequenceId id) -> Engine& { return id % 2 == 0 ? pe : engine; };
+
   std::vector<SequenceStats> all_stats;
   std::vector<double> lp_policy, lp_full;
+  std::vector<int32_t> attending;
   const int32_t batch = std::max(options.batch, 1);
   for (int32_t b0 = 0; b0 < options.sequences; b0 += batch) {
     const int32_t b1 = std::min(options.sequences, b0 + batch);
     std::vector<Item> items(b1 - b0);
-    SequenceCleanup cleanup(engine);
+    SequenceCleanup cleanup;
     for (int32_t k = 0; k < b1 - b0; ++k) {
       Item& it = items[k];
       it.corpus = &corpus[b0 + k];
@@ -321,8 +331,9 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
         const bool with_policy = id == it.tf_policy || id == it.greedy_policy;
         if (with_policy) spec.kv_policy = policy;
         spec.max_new_tokens = id == it.tf_policy || id == it.tf_full ? n - p : greedy_tokens;
-        KV_RETURN_IF_ERROR(engine.AddSequence(id, std::move(spec)));
-        cleanup.Add(id);
+        spec.record_attention = id == it.tf_policy || id == it.tf_full;
+        KV_RETURN_IF_ERROR(engine_of(id).AddSequence(id, std::move(spec)));
+        cleanup.Add(engine_of(id), id);
       }
     }
     // Teacher-forced prefills one at a time, timed (TTFT); the logits are scored below.
@@ -331,7 +342,7 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
       for (SequenceId id : {it.tf_policy, it.tf_full}) {
         std::vector<std::vector<float>> logits;
         const Clock::time_point t0 = Clock::now();
-        KV_ASSIGN_OR_RETURN(auto outs, StepAll(engine, {id}, true, &logits));
+        KV_ASSIGN_OR_RETURN(auto outs, StepAll(engine_of(id), {id}, true, &logits));
         const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
         (id == it.tf_policy ? it.stats.ttft_s : it.stats.ttft_full_s) = seconds;
         pending_logits[id] = std::move(logits.at(0));
@@ -352,18 +363,21 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
       it.stats.nll_policy -= lp_policy[target];
       it.stats.nll_full -= lp_full[target];
       it.stats.agree += Argmax(policy_logits) == Argmax(full_logits) ? 1 : 0;
+      attending.assign(it.kept_before.begin(), it.kept_before.end());
+      for (int32_t k = it.computed_before; k < it.target; ++k) attending.push_back(k);
+      it.stats.retained += RetainedAttentionMass(engine.LastQueryAttention(it.tf_full), attending);
       ++it.stats.tokens;
       ++it.target;
       if (it.target == static_cast<int32_t>(it.corpus->tokens.size())) {
-        it.stats.kv_bytes = engine.SequenceKvBytes(it.tf_policy);
+        it.stats.kv_bytes = pe.SequenceKvBytes(it.tf_policy);
         it.stats.kv_bytes_full = engine.SequenceKvBytes(it.tf_full);
-        it.stats.kv_slots = engine.KvSlots(it.tf_policy);
-        engine.RemoveSequence(it.tf_policy);
+        it.stats.kv_slots = pe.KvSlots(it.tf_policy);
+        pe.RemoveSequence(it.tf_policy);
         engine.RemoveSequence(it.tf_full);
         return false;
       }
       // The sampled tokens are replaced by the corpus token just scored (teacher forcing).
-      KV_RETURN_IF_ERROR(engine.ForceNextToken(it.tf_policy, target));
+      KV_RETURN_IF_ERROR(pe.ForceNextToken(it.tf_policy, target));
       KV_RETURN_IF_ERROR(engine.ForceNextToken(it.tf_full, target));
       return true;
     };
@@ -377,35 +391,50 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
       } else {
         return true;
       }
-      engine.RemoveSequence(it.greedy_policy);
+      pe.RemoveSequence(it.greedy_policy);
       engine.RemoveSequence(it.greedy_full);
       return false;
     };
     for (Item& it : items) {
       KV_ASSIGN_OR_RETURN(it.tf_active, score_tf(it, pending_logits[it.tf_policy],
                                                  pending_logits[it.tf_full]));
-      KV_ASSIGN_OR_RETURN(auto first, StepAll(engine, {it.greedy_policy, it.greedy_full},
-                                              /*return_logits=*/false, nullptr));
-      it.greedy_active = step_greedy(it, *first.at(0).token, *first.at(1).token);
+      KV_ASSIGN_OR_RETURN(auto first_policy, StepAll(pe, {it.greedy_policy},
+                                                     /*return_logits=*/false, nullptr));
+      KV_ASSIGN_OR_RETURN(auto first_full, StepAll(engine, {it.greedy_full},
+                                                   /*return_logits=*/false, nullptr));
+      it.greedy_active = step_greedy(it, *first_policy.at(0).token, *first_full.at(0).token);
     }
 
     while (true) {
-      StepPlan plan;
+      // One plan per engine (a single plan when both are the same engine).
+      StepPlan plan, policy_plan;
       plan.return_logits = true;
-      for (const Item& it : items) {
+      policy_plan.return_logits = true;
+      StepPlan& pp = &pe == &engine ? plan : policy_plan;
+      for (Item& it : items) {
         if (it.tf_active) {
-          plan.entries.push_back({.sequence = it.tf_policy, .num_tokens = 1});
+          const absl::Span<const int32_t> kept = pe.SlotPositions(it.tf_policy);
+          it.kept_before.assign(kept.begin(), kept.end());
+          it.computed_before = pe.TotalTokens(it.tf_policy) - pe.PendingTokens(it.tf_policy);
+          pp.entries.push_back({.sequence = it.tf_policy, .num_tokens = 1});
           plan.entries.push_back({.sequence = it.tf_full, .num_tokens = 1});
         }
         if (it.greedy_active) {
-          plan.entries.push_back({.sequence = it.greedy_policy, .num_tokens = 1});
+          pp.entries.push_back({.sequence = it.greedy_policy, .num_tokens = 1});
           plan.entries.push_back({.sequence = it.greedy_full, .num_tokens = 1});
         }
       }
-      if (plan.empty()) break;
-      KV_ASSIGN_OR_RETURN(StepResult r, engine.Step(plan));
+      if (plan.empty() && policy_plan.empty()) break;
+      StepResult r, policy_r;
+      if (!plan.empty()) {
+        KV_ASSIGN_OR_RETURN(r, engine.Step(plan));
+      }
+      if (!policy_plan.empty()) {
+        KV_ASSIGN_OR_RETURN(policy_r, pe.Step(policy_plan));
+      }
       absl::flat_hash_map<SequenceId, const StepResult::Output*> by_id;
       for (const StepResult::Output& out : r.outputs) by_id[out.sequence] = &out;
+      for (const StepResult::Output& out : policy_r.outputs) by_id[out.sequence] = &out;
       for (Item& it : items) {
         if (it.tf_active && by_id.contains(it.tf_policy)) {
           KV_ASSIGN_OR_RETURN(it.tf_active, score_tf(it, by_id[it.tf_policy]->logits,
@@ -425,9 +454,10 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
   for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = static_cast<int32_t>(i);
   const Totals point = Summarise(all_stats, everyone);
   double nll_full = 0, nll_policy = 0, bytes = 0, bytes_full = 0, slots = 0, ttft = 0,
-         ttft_full = 0, divergence = 0, diverged = 0;
+         ttft_full = 0, divergence = 0, diverged = 0, retained = 0;
   for (const SequenceStats& s : all_stats) {
     result.scored_tokens += s.tokens;
+    retained += s.retained;
     nll_full += s.nll_full;
     nll_policy += s.nll_policy;
     bytes += static_cast<double>(s.kv_bytes);
@@ -445,6 +475,7 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
   result.delta_ppl = {point.delta_ppl, point.delta_ppl, point.delta_ppl};
   result.mean_kl = {point.kl, point.kl, point.kl};
   result.top1_agreement = {point.top1, point.top1, point.top1};
+  result.retained_attention_mass = retained / tokens;
   result.kv_bytes_per_sequence = bytes / n;
   result.kv_bytes_full_per_sequence = bytes_full / n;
   result.kv_slots_per_sequence = slots / n;
@@ -473,6 +504,17 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
   }
   result.wall_s = std::chrono::duration<double>(Clock::now() - start).count();
   return result;
+}
+
+double RetainedAttentionMass(absl::Span<const float> full_attention,
+                             absl::Span<const int32_t> kept) {
+  double sum = 0;
+  for (int32_t position : kept) {
+    if (position >= 0 && position < static_cast<int32_t>(full_attention.size())) {
+      sum += full_attention[position];
+    }
+  }
+  return sum;
 }
 
 std::vector<std::string> GridSpecs() {
@@ -512,7 +554,7 @@ nlohmann::json ToJson(const EvalResult& r) {
       {"kv_slots_per_sequence", r.kv_slots_per_sequence},
       {"ttft_s", r.ttft_s},
       {"ttft_full_s", r.ttft_full_s},
-      {"retained_attention_mass", nullptr},  // Not measured (needs engine support).
+      {"retained_attention_mass", r.retained_attention_mass},
       {"wall_s", r.wall_s},
   };
 }
@@ -520,16 +562,17 @@ nlohmann::json ToJson(const EvalResult& r) {
 std::string MarkdownTable(absl::Span<const EvalResult> results) {
   std::string out =
       "| policy | keep | KV | ΔPPL % [95% CI] | mean KL (nats) [95% CI] | top-1 agree [95% CI] | "
-      "first div. (greedy) | KV bytes/seq | vs full | TTFT ms | seqs |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|\n";
+      "retained attn | first div. (greedy) | KV bytes/seq | vs full | TTFT ms | seqs |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const EvalResult& r : results) {
     absl::StrAppendFormat(
         &out,
         "| %s | %.2g | %s | %.3f [%.3f, %.3f] | %.5f [%.5f, %.5f] | %.4f [%.4f, %.4f] | "
-        "%.1f / %d | %.0f | %.3f | %.3f | %d |\n",
+        "%.4f | %.1f / %d | %.0f | %.3f | %.3f | %d |\n",
         r.policy_name, r.keep, r.kv_dtype, r.delta_ppl.value, r.delta_ppl.lo, r.delta_ppl.hi,
         r.mean_kl.value, r.mean_kl.lo, r.mean_kl.hi, r.top1_agreement.value,
-        r.top1_agreement.lo, r.top1_agreement.hi, r.first_divergence, r.greedy_tokens,
+        r.top1_agreement.lo, r.top1_agreement.hi, r.retained_attention_mass,
+        r.first_divergence, r.greedy_tokens,
         r.kv_bytes_per_sequence,
         r.kv_bytes_full_per_sequence > 0 ? r.kv_bytes_per_sequence / r.kv_bytes_full_per_sequence
                                          : 0.0,

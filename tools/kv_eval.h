@@ -52,13 +52,13 @@ absl::StatusOr<std::vector<CorpusSequence>> ParseCorpus(std::string_view text);
 // Reads and parses a corpus file (NOT_FOUND if it cannot be read).
 absl::StatusOr<std::vector<CorpusSequence>> ReadCorpus(const std::string& path);
 
-// KV storage types the evaluation accepts: "f32" today; "bf16" and "int8" are UNIMPLEMENTED
-// (not implemented yet in the engine), anything else INVALID_ARGUMENT.
+// KV storage types the evaluation accepts: "f32", "bf16", "int8"; anything else
+// INVALID_ARGUMENT naming the choices.
 absl::Status CheckKvDtype(std::string_view kv_dtype);
 
 struct EvalOptions {
   std::string policy_spec = "full";  // KV policy spec (engine/policy/kv_policy.h).
-  std::string kv_dtype = "f32";      // KV storage type (only f32 exists).
+  std::string kv_dtype = "f32";      // KV storage type of the policy sequences.
   int32_t sequences = 200;           // Corpus sequences used (the first N).
   int32_t prompt_tokens = 16;        // Corpus tokens prefilled; the rest are teacher forced.
   int32_t greedy_tokens = -1;        // Greedy continuation length; -1 = as many as forced.
@@ -89,6 +89,9 @@ struct EvalResult {
   Estimate delta_ppl;             // PPL_policy / PPL_full - 1, in percent.
   Estimate mean_kl;               // Mean KL(p_full || p_policy) per token, nats.
   Estimate top1_agreement;        // Fraction of positions with the same argmax.
+  // Mean over positions of the share of the full cache's last-query attention (mean over heads
+  // and layers) that falls on the tokens the policy's cache held when it attended.
+  double retained_attention_mass = 0;
   double first_divergence = 0;    // Mean greedy tokens before the first difference.
   double diverged_fraction = 0;   // Greedy pairs that differed within greedy_tokens.
   int32_t greedy_tokens = 0;
@@ -100,15 +103,22 @@ struct EvalResult {
   double wall_s = 0;              // Wall time of the whole evaluation.
 };
 
-// Evaluates one policy over the first options.sequences of `corpus`. INVALID_ARGUMENT for a
-// bad spec, a corpus too short for the prompt, or too few sequences; UNIMPLEMENTED for KV
-// storage types that do not exist yet.
+// Evaluates one policy over the first options.sequences of `corpus`. The full-cache reference
+// runs on `engine` (f32 KV with EvalEngineOptions); the policy sequences run with KV stored as
+// options.kv_dtype, on `engine` when its KV already has that type, else on a second engine
+// created with `engine`'s options and that type. INVALID_ARGUMENT for a bad spec or storage
+// type, a corpus too short for the prompt, or too few sequences.
 absl::StatusOr<EvalResult> EvaluatePolicy(engine::Engine& engine,
                                           absl::Span<const CorpusSequence> corpus,
                                           const EvalOptions& options);
 
 // The fixed grid: full, then {window, h2o, keyformer, snapkv} x keep {1, 0.5, 0.3, 0.2, 0.1}.
 std::vector<std::string> GridSpecs();
+
+// The share of `full_attention` (one query's attention over positions 0..n-1) on the `kept`
+// positions (distinct, each < n).
+double RetainedAttentionMass(absl::Span<const float> full_attention,
+                             absl::Span<const int32_t> kept);
 
 nlohmann::json ToJson(const EvalResult& result);
 // One markdown table row per result, with a header.

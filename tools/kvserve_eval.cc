@@ -44,7 +44,9 @@ int main(int argc, char** argv) {
   std::string out_path;
   app.add_option("--model", model, "GGUF model or llama2.c checkpoint")->required();
   app.add_option("--policy", options.policy_spec, "KV policy spec, e.g. keyformer:keep=0.3");
-  app.add_option("--kv-dtype", options.kv_dtype, "KV storage type (only f32 exists yet)");
+  app.add_option("--kv-dtype", options.kv_dtype,
+                 "KV storage type of the policy sequences: f32, bf16 or int8 (the full-cache "
+                 "reference is always f32)");
   app.add_option("--sequences", options.sequences, "corpus sequences to evaluate (first N)");
   app.add_option("--corpus", corpus_path, "corpus JSON lines (from --make-corpus)");
   app.add_option("--prompt-tokens", options.prompt_tokens,
@@ -61,6 +63,10 @@ int main(int argc, char** argv) {
   app.add_option("--grid-specs", grid_specs,
                  "grid: run only these cells (to split the grid over processes)")
       ->delimiter(';');
+  std::vector<std::string> grid_kv_dtypes = {"f32", "bf16", "int8"};
+  app.add_option("--grid-kv-dtypes", grid_kv_dtypes,
+                 "grid: KV storage types, each crossed with every cell (default f32;bf16;int8)")
+      ->delimiter(';');
   app.add_option("--seed-repeats", seed_repeats,
                  "grid: keyformer policy seeds 1..N at keep 0.3 and 0.2 (0: skip)");
   app.add_flag("--make-corpus", make_corpus, "sample a corpus from the model and write it");
@@ -76,6 +82,9 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
 
   if (absl::Status s = kvserve::tools::CheckKvDtype(options.kv_dtype); !s.ok()) return Fail(s);
+  for (const std::string& t : grid_kv_dtypes) {
+    if (absl::Status s = kvserve::tools::CheckKvDtype(t); !s.ok()) return Fail(s);
+  }
   if (!grid && !make_corpus) {
     // Reject a bad spec before loading anything.
     if (auto p = kvserve::engine::CreateKvPolicy(options.policy_spec); !p.ok()) {
@@ -113,15 +122,20 @@ int main(int argc, char** argv) {
   }
 
   std::vector<EvalResult> results;
-  for (const std::string& spec : grid_specs.empty() ? kvserve::tools::GridSpecs() : grid_specs) {
-    EvalOptions cell = options;
-    cell.policy_spec = spec;
-    auto r = kvserve::tools::EvaluatePolicy(**engine, *corpus, cell);
-    if (!r.ok()) return Fail(r.status());
-    std::fprintf(stderr, "%s: mean KL %.5f, %.1f s\n", spec.c_str(), r->mean_kl.value, r->wall_s);
-    if (json) std::printf("%s\n", kvserve::tools::ToJson(*r).dump().c_str());
-    std::fflush(stdout);
-    results.push_back(*std::move(r));
+  for (const std::string& kv_dtype : grid_kv_dtypes) {
+    for (const std::string& spec :
+         grid_specs.empty() ? kvserve::tools::GridSpecs() : grid_specs) {
+      EvalOptions cell = options;
+      cell.policy_spec = spec;
+      cell.kv_dtype = kv_dtype;
+      auto r = kvserve::tools::EvaluatePolicy(**engine, *corpus, cell);
+      if (!r.ok()) return Fail(r.status());
+      std::fprintf(stderr, "%s %s: mean KL %.5f, %.1f s\n", spec.c_str(), kv_dtype.c_str(),
+                   r->mean_kl.value, r->wall_s);
+      if (json) std::printf("%s\n", kvserve::tools::ToJson(*r).dump().c_str());
+      std::fflush(stdout);
+      results.push_back(*std::move(r));
+    }
   }
   std::printf("\n%s", kvserve::tools::MarkdownTable(results).c_str());
 
@@ -140,7 +154,10 @@ int main(int argc, char** argv) {
         // The grid already ran this cell with the same seed: reuse it.
         absl::StatusOr<EvalResult> r = absl::NotFoundError("");
         for (const EvalResult& done : results) {
-          if (done.policy == spec && done.policy_seed == cell.policy_seed) r = done;
+          if (done.policy == spec && done.policy_seed == cell.policy_seed &&
+              done.kv_dtype == cell.kv_dtype) {
+            r = done;
+          }
         }
         if (!r.ok()) {
           r = kvserve::tools::EvaluatePolicy(**engine, *corpus, cell);

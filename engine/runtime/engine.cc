@@ -30,10 +30,14 @@ struct Engine::SequenceState {
   std::shared_ptr<const KvPolicy> policy;  // Null: keep everything.
   PolicyState policy_state;
   int32_t max_new_tokens = 0;
+  bool record_attention = false;
+  std::vector<int32_t> positions;     // record_attention: original position of each slot.
+  std::vector<float> last_attention;  // record_attention: see LastQueryAttention.
 };
 
 // Feeds each policy the attention rows it asked for, computed from the layer's queries and
-// the cached keys (the same q.k/sqrt(d) logits the attention kernel used).
+// the cached keys (the same q.k/sqrt(d) logits the attention kernel used), and records the
+// last query's attention of sequences that asked for it (record_attention).
 class Engine::PolicyObserver : public LayerQueryObserver {
  public:
   struct Item {
@@ -42,6 +46,7 @@ class Engine::PolicyObserver : public LayerQueryObserver {
     int32_t count;
     int32_t first_token;      // Token index of the entry's first row.
     int32_t start_slot;
+    bool want_logits;         // The entry's last row is sampled.
   };
   PolicyObserver(const ModelConfig& config) : config_(config) {}
 
@@ -50,10 +55,10 @@ class Engine::PolicyObserver : public LayerQueryObserver {
   void OnLayerQueries(int64_t layer, const float* q, const KvCache& cache) override {
     const int64_t hd = config_.head_dim;
     const int64_t group = config_.n_heads / config_.n_kv_heads;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const int32_t bs = cache.block_size();
     for (const Item& item : items_) {
       SequenceState& s = *item.sequence;
+      if (s.record_attention && item.want_logits) RecordAttention(layer, q, cache, item);
+      if (s.policy == nullptr) continue;
       const KvPolicy::Needs needs = s.policy->needs();
       for (int32_t r = 0; r < item.count; ++r) {
         const int32_t token = item.first_token + r;
@@ -67,10 +72,7 @@ class Engine::PolicyObserver : public LayerQueryObserver {
         logits_.resize(slot + 1);
         for (int64_t h = 0; h < config_.n_heads; ++h) {
           const float* qh = q + (item.first + r) * config_.n_heads * hd + h * hd;
-          const int64_t kv_offset = (h / group) * hd;
-          for (int32_t j = 0; j <= slot; ++j) {
-            logits_[j] = Dot(qh, cache.Key(s.blocks[j / bs], layer, j % bs) + kv_offset, hd) * scale;
-          }
+          ComputeLogits(layer, qh, (h / group) * hd, cache, s, slot);
           s.policy->Observe({.layer = layer,
                              .head = h,
                              .query_slot = slot,
@@ -83,9 +85,53 @@ class Engine::PolicyObserver : public LayerQueryObserver {
   }
 
  private:
+  // logits_[j] = q_h . k_j / sqrt(head_dim) for slots j <= slot (keys of KV head offset
+  // `kv_offset`, as the attention kernel saw them: decoded from the storage type).
+  void ComputeLogits(int64_t layer, const float* qh, int64_t kv_offset, const KvCache& cache,
+                     const SequenceState& s, int32_t slot) {
+    const int64_t hd = config_.head_dim;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const int32_t bs = cache.block_size();
+    logits_.resize(slot + 1);
+    if (cache.dtype() == KvDtype::kF32) {
+      for (int32_t j = 0; j <= slot; ++j) {
+        logits_[j] = Dot(qh, cache.Key(s.blocks[j / bs], layer, j % bs) + kv_offset, hd) * scale;
+      }
+      return;
+    }
+    key_.resize(hd);
+    for (int32_t j = 0; j <= slot; ++j) {
+      cache.ReadKey(s.blocks[j / bs], layer, j % bs, kv_offset, hd, key_.data());
+      logits_[j] = Dot(qh, key_.data(), hd) * scale;
+    }
+  }
+
+  // Adds the entry's last query's softmax of every head, / (heads * layers), to the
+  // sequence's last_attention (reset at layer 0).
+  void RecordAttention(int64_t layer, const float* q, const KvCache& cache, const Item& item) {
+    SequenceState& s = *item.sequence;
+    const int64_t hd = config_.head_dim;
+    const int64_t group = config_.n_heads / config_.n_kv_heads;
+    const int32_t r = item.count - 1;
+    const int32_t slot = item.start_slot + r;
+    if (layer == 0) s.last_attention.assign(slot + 1, 0.0f);
+    const double weight = 1.0 / static_cast<double>(config_.n_heads * config_.n_layers);
+    for (int64_t h = 0; h < config_.n_heads; ++h) {
+      const float* qh = q + (item.first + r) * config_.n_heads * hd + h * hd;
+      ComputeLogits(layer, qh, (h / group) * hd, cache, s, slot);
+      const float max = *std::max_element(logits_.begin(), logits_.end());
+      double sum = 0;
+      for (float& x : logits_) sum += (x = std::exp(x - max));
+      for (int32_t j = 0; j <= slot; ++j) {
+        s.last_attention[j] += static_cast<float>(logits_[j] / sum * weight);
+      }
+    }
+  }
+
   const ModelConfig& config_;
   std::vector<Item> items_;
   std::vector<float> logits_;
+  std::vector<float> key_;  // One decoded key head (non-f32 caches).
 };
 
 namespace {
@@ -130,7 +176,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                            .max_batch_tokens = options.max_batch_tokens}));
 
   const int64_t kv_dim = c.n_kv_heads * c.head_dim;
-  const int64_t block_bytes = KvCache::BlockBytes(c.n_layers, kv_dim, options.kv_block_size);
+  const int64_t block_bytes =
+      KvCache::BlockBytes(c.n_layers, kv_dim, options.kv_block_size, options.kv_dtype);
   int64_t num_blocks = 0;
   if (options.kv_cache_bytes > 0) {
     num_blocks = options.kv_cache_bytes / block_bytes;
@@ -150,11 +197,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                       KvCache::Create({.num_layers = c.n_layers,
                                        .kv_dim = kv_dim,
                                        .block_size = options.kv_block_size,
-                                       .num_blocks = num_blocks}));
+                                       .num_blocks = num_blocks,
+                                       .dtype = options.kv_dtype}));
   KV_LOG_INFO("model {}: {} layers, dim {}, {} heads ({} KV), vocab {}, context {}; KV cache {} "
-              "blocks x {} tokens ({} MiB); device {}",
+              "blocks x {} tokens, {} ({} MiB); device {}",
               c.name, c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.vocab_size,
-              c.context_length, num_blocks, options.kv_block_size,
+              c.context_length, num_blocks, options.kv_block_size, KvDtypeName(options.kv_dtype),
               (num_blocks * block_bytes) >> 20, device->Describe());
   return std::make_unique<Engine>(PrivateKey{}, options, std::move(model), std::move(tokenizer),
                                   std::move(device), std::move(runner), std::move(kv_cache));
@@ -217,6 +265,7 @@ absl::Status Engine::AddSequence(SequenceId id, SequenceSpec spec) {
   state->tokens = std::move(spec.prompt);
   state->tokens.reserve(c.context_length);
   state->max_new_tokens = spec.max_new_tokens;
+  state->record_attention = spec.record_attention;
   // "full" is the same as no policy: no statistics, no eviction, bit-identical output.
   if (spec.kv_policy != nullptr && spec.kv_policy->name() != "full") {
     state->policy = std::move(spec.kv_policy);
@@ -245,6 +294,9 @@ void Engine::MatchCachedPrefix(SequenceState& s) {
   }
   s.num_computed = static_cast<int32_t>(s.blocks.size()) * bs;
   s.num_slots = s.num_computed;
+  if (s.record_attention) {
+    for (int32_t k = 0; k < s.num_computed; ++k) s.positions.push_back(k);
+  }
   s.cached_prompt_tokens = s.num_computed;
   stats_.prefix_cache_query_tokens += s.prompt_length;
   stats_.prefix_cache_hit_tokens += s.cached_prompt_tokens;
@@ -278,6 +330,8 @@ void Engine::Preempt(SequenceId id) {
   s.block_hashes.clear();
   s.num_computed = 0;
   s.num_slots = 0;
+  s.positions.clear();
+  s.last_attention.clear();
   // Policy state restarts with the recomputation (as OpenVINO does).
   const PolicyState fresh{.seed = s.policy_state.seed,
                           .max_new_tokens = s.policy_state.max_new_tokens};
@@ -335,21 +389,19 @@ int64_t Engine::SequenceKvBytes(SequenceId id) const {
 
 void Engine::Compact(SequenceState& s, const std::vector<int32_t>& keep) {
   const int32_t bs = options_.kv_block_size;
-  const int64_t kv_dim = kv_cache_->kv_dim();
-  for (int64_t l = 0; l < model_->config.n_layers; ++l) {
-    for (size_t i = 0; i < keep.size(); ++i) {
-      const int32_t src = keep[i];
-      const int32_t dst = static_cast<int32_t>(i);
-      if (src == dst) continue;  // keep is ascending, so dst < src: a forward copy is safe.
-      std::copy_n(kv_cache_->Key(s.blocks[src / bs], l, src % bs), kv_dim,
-                  kv_cache_->Key(s.blocks[dst / bs], l, dst % bs));
-      std::copy_n(kv_cache_->Value(s.blocks[src / bs], l, src % bs), kv_dim,
-                  kv_cache_->Value(s.blocks[dst / bs], l, dst % bs));
-    }
+  for (size_t i = 0; i < keep.size(); ++i) {
+    const int32_t src = keep[i];
+    const int32_t dst = static_cast<int32_t>(i);
+    if (src == dst) continue;  // keep is ascending, so dst < src: a forward copy is safe.
+      kv_cache_->CopySlot(s.blocks[src / bs], src % bs, s.blocks[dst / bs], dst % bs);
   }
   std::vector<float>& scores = s.policy_state.scores;
   for (size_t i = 0; i < keep.size(); ++i) scores[i] = scores[keep[i]];
   scores.resize(keep.size());
+  if (s.record_attention) {
+    for (size_t i = 0; i < keep.size(); ++i) s.positions[i] = s.positions[keep[i]];
+    s.positions.resize(keep.size());
+  }
   const int32_t evicted = s.num_slots - static_cast<int32_t>(keep.size());
   s.num_slots = static_cast<int32_t>(keep.size());
   s.policy_state.evicted_tokens += evicted;
@@ -359,6 +411,18 @@ void Engine::Compact(SequenceState& s, const std::vector<int32_t>& keep) {
     kv_cache_->Free(s.blocks.back());
     s.blocks.pop_back();
   }
+}
+
+absl::Span<const int32_t> Engine::SlotPositions(SequenceId id) const {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return {};
+  return it->second->positions;
+}
+
+absl::Span<const float> Engine::LastQueryAttention(SequenceId id) const {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return {};
+  return it->second->last_attention;
 }
 
 int32_t Engine::CachedPromptTokens(SequenceId id) const {
@@ -421,15 +485,16 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
     entry.start_position = s.num_computed;
     entry.start_slot = s.num_slots;
     entry.blocks = &s.blocks;
-    if (s.policy != nullptr) {
-      s.policy_state.scores.resize(s.num_slots + e.num_tokens, 0.0f);
+    entry.want_logits = s.num_computed + e.num_tokens == static_cast<int32_t>(s.tokens.size());
+    if (s.policy != nullptr) s.policy_state.scores.resize(s.num_slots + e.num_tokens, 0.0f);
+    if (s.policy != nullptr || s.record_attention) {
       policy_observer_->items().push_back({.sequence = &s,
                                            .first = entry.first,
                                            .count = e.num_tokens,
                                            .first_token = s.num_computed,
-                                           .start_slot = s.num_slots});
+                                           .start_slot = s.num_slots,
+                                           .want_logits = entry.want_logits});
     }
-    entry.want_logits = s.num_computed + e.num_tokens == static_cast<int32_t>(s.tokens.size());
     batch.tokens.insert(batch.tokens.end(), s.tokens.begin() + s.num_computed,
                         s.tokens.begin() + s.num_computed + e.num_tokens);
     batch.entries.push_back(entry);
@@ -446,6 +511,11 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
   int64_t row = 0;
   for (size_t i = 0; i < plan.entries.size(); ++i) {
     SequenceState& s = *sequences_.at(plan.entries[i].sequence);
+    if (s.record_attention) {
+      for (int32_t k = 0; k < plan.entries[i].num_tokens; ++k) {
+        s.positions.push_back(s.num_computed + k);
+      }
+    }
     s.num_computed += plan.entries[i].num_tokens;
     s.num_slots += plan.entries[i].num_tokens;
     if (options_.enable_prefix_cache && s.policy == nullptr) RegisterFullBlocks(s);

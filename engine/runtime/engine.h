@@ -19,6 +19,7 @@
 #include "engine/compute/linear.h"
 #include "engine/model/model_file.h"
 #include "engine/policy/kv_policy.h"
+#include "engine/runtime/kv_dtype.h"
 #include "engine/runtime/model_runner.h"
 #include "engine/runtime/step.h"
 #include "engine/sampling/sampler.h"
@@ -33,6 +34,7 @@ struct EngineOptions {
   int num_threads = 0;             // oneDNN/OpenMP threads of the engine thread; 0 = all cores.
   WeightType weight_type = WeightType::kF32;  // Storage of the matrices on the device.
   int kv_block_size = 16;          // Tokens per KV block.
+  KvDtype kv_dtype = KvDtype::kF32;  // Storage type of the KV cache (engine/runtime/kv_dtype.h).
   // KV cache capacity in bytes; 0 = room for `default_kv_sequences` full contexts.
   int64_t kv_cache_bytes = 0;
   int default_kv_sequences = 8;
@@ -56,6 +58,9 @@ struct SequenceSpec {
   // KV compression policy (see engine/policy/kv_policy.h); null or "full" = keep everything.
   std::shared_ptr<const KvPolicy> kv_policy;
   int32_t max_new_tokens = 256;    // The request's generation budget (policy schedules).
+  // Evaluation only (costs one extra pass over the keys per step): track each live slot's
+  // original position and the last query's attention (SlotPositions, LastQueryAttention).
+  bool record_attention = false;
 };
 
 class Engine {
@@ -99,6 +104,11 @@ class Engine {
   int32_t KvSlots(SequenceId id) const;
   // Bytes `id` holds: its KV blocks plus its policy's per-slot scores.
   int64_t SequenceKvBytes(SequenceId id) const;
+  // With SequenceSpec::record_attention (else empty): the original position of each live slot,
+  // and the attention of the last query of the latest step that sampled for `id` (softmax
+  // over the slots it saw, averaged over heads and layers, so it sums to 1), one per slot.
+  absl::Span<const int32_t> SlotPositions(SequenceId id) const;
+  absl::Span<const float> LastQueryAttention(SequenceId id) const;
   // Prompt tokens of `id` whose KV came from the prefix cache.
   int32_t CachedPromptTokens(SequenceId id) const;
   const EngineStats& stats() const { return stats_; }

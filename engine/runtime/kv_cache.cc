@@ -2,6 +2,7 @@
 
 #include <memory>
 #include <algorithm>
+#include <cstring>
 #include <new>
 #include <utility>
 
@@ -10,8 +11,9 @@
 
 namespace kvserve::engine {
 
-int64_t KvCache::BlockBytes(int64_t num_layers, int64_t kv_dim, int32_t block_size) {
-  return 2 * num_layers * block_size * kv_dim * static_cast<int64_t>(sizeof(float));
+int64_t KvCache::BlockBytes(int64_t num_layers, int64_t kv_dim, int32_t block_size,
+                            KvDtype dtype) {
+  return 2 * num_layers * block_size * KvRowBytes(dtype, kv_dim);
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& options) {
@@ -21,8 +23,10 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& o
         "KV cache needs positive sizes (layers %d, kv_dim %d, block_size %d, blocks %d)",
         options.num_layers, options.kv_dim, options.block_size, options.num_blocks));
   }
-  const int64_t floats = BlockBytes(options.num_layers, options.kv_dim, options.block_size) /
-                         static_cast<int64_t>(sizeof(float)) * options.num_blocks;
+  const int64_t bytes =
+      BlockBytes(options.num_layers, options.kv_dim, options.block_size, options.dtype) *
+      options.num_blocks;
+  const int64_t floats = (bytes + 3) / 4;
   std::unique_ptr<float[]> data;
   try {
     data = std::make_unique_for_overwrite<float[]>(floats);  // No zeroing: slots are written before read.
@@ -31,13 +35,14 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& o
   if (data == nullptr) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "cannot allocate a KV cache of %d blocks (%d MiB); lower --kv-cache-mb",
-        options.num_blocks, floats * 4 >> 20));
+        options.num_blocks, bytes >> 20));
   }
   return std::make_unique<KvCache>(PrivateKey{}, options, std::move(data));
 }
 
 KvCache::KvCache(PrivateKey, const KvCacheOptions& options, std::unique_ptr<float[]> data)
     : options_(options),
+      row_bytes_(KvRowBytes(options.dtype, options.kv_dim)),
       data_(std::move(data)),
       refs_(options.num_blocks, 0),
       hash_of_(options.num_blocks),
@@ -48,7 +53,14 @@ KvCache::KvCache(PrivateKey, const KvCacheOptions& options, std::unique_ptr<floa
 }
 
 int64_t KvCache::block_bytes() const {
-  return BlockBytes(options_.num_layers, options_.kv_dim, options_.block_size);
+  return BlockBytes(options_.num_layers, options_.kv_dim, options_.block_size, options_.dtype);
+}
+
+void KvCache::CopySlot(BlockId src_block, int32_t src_slot, BlockId dst_block, int32_t dst_slot) {
+  for (int64_t l = 0; l < options_.num_layers; ++l) {
+    std::memmove(KeyRow(dst_block, l, dst_slot), KeyRow(src_block, l, src_slot), row_bytes_);
+    std::memmove(ValueRow(dst_block, l, dst_slot), ValueRow(src_block, l, src_slot), row_bytes_);
+  }
 }
 
 std::optional<BlockId> KvCache::Allocate() {

@@ -4,7 +4,10 @@
 // for every layer. A sequence owns an ordered list of blocks (its block table, kept by the
 // caller); token i of a sequence lives in slot i % block_size of its block i / block_size.
 //
-//   block b:  K[layer 0][slot 0..bs-1][kv_dim] ... K[layer L-1][...]   (then the same for V)
+//   block b:  K[layer 0][slot 0..bs-1][row] ... K[layer L-1][...]   (then the same for V)
+//
+// A row is one token's kv_dim keys (or values) of one layer in the cache's storage type
+// (kv_dtype.h): f32, bf16, or int8 with its scales, so a row's bytes are self-contained.
 //
 // Blocks are reference-counted so sequences can share them (prefix caching). A full block
 // can be registered under a content hash (the hash of its tokens chained with the hash of
@@ -24,6 +27,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "engine/runtime/kv_dtype.h"
 
 namespace kvserve::engine {
 
@@ -34,6 +38,7 @@ struct KvCacheOptions {
   int64_t kv_dim = 0;       // n_kv_heads * head_dim: floats per token per layer, for K and for V.
   int32_t block_size = 16;  // Token slots per block.
   int64_t num_blocks = 0;   // Capacity of the pool.
+  KvDtype dtype = KvDtype::kF32;
 };
 
 class KvCache {
@@ -41,8 +46,9 @@ class KvCache {
   // INVALID_ARGUMENT for non-positive sizes; RESOURCE_EXHAUSTED if the pool cannot be allocated.
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheOptions& options);
 
-  // Bytes one block occupies (keys and values of all layers).
-  static int64_t BlockBytes(int64_t num_layers, int64_t kv_dim, int32_t block_size);
+  // Bytes one block occupies (keys and values of all layers, int8 scales included).
+  static int64_t BlockBytes(int64_t num_layers, int64_t kv_dim, int32_t block_size,
+                            KvDtype dtype = KvDtype::kF32);
 
   // Takes a free block with one reference, or nullopt when none is left. Prefers blocks that
   // were never cached; otherwise evicts the least recently used cached block.
@@ -67,12 +73,55 @@ class KvCache {
   int32_t block_size() const { return options_.block_size; }
   int64_t kv_dim() const { return options_.kv_dim; }
   int64_t block_bytes() const;
+  KvDtype dtype() const { return options_.dtype; }
+  int64_t row_bytes() const { return row_bytes_; }
 
-  // The kv_dim floats of one token slot.
-  float* Key(BlockId block, int64_t layer, int32_t slot) { return data_.get() + Offset(block, layer, slot, 0); }
-  float* Value(BlockId block, int64_t layer, int32_t slot) { return data_.get() + Offset(block, layer, slot, 1); }
-  const float* Key(BlockId block, int64_t layer, int32_t slot) const { return data_.get() + Offset(block, layer, slot, 0); }
-  const float* Value(BlockId block, int64_t layer, int32_t slot) const { return data_.get() + Offset(block, layer, slot, 1); }
+  // One token slot's row, in the storage type.
+  uint8_t* KeyRow(BlockId block, int64_t layer, int32_t slot) {
+    return bytes() + Offset(block, layer, slot, 0);
+  }
+  uint8_t* ValueRow(BlockId block, int64_t layer, int32_t slot) {
+    return bytes() + Offset(block, layer, slot, 1);
+  }
+  const uint8_t* KeyRow(BlockId block, int64_t layer, int32_t slot) const {
+    return bytes() + Offset(block, layer, slot, 0);
+  }
+  const uint8_t* ValueRow(BlockId block, int64_t layer, int32_t slot) const {
+    return bytes() + Offset(block, layer, slot, 1);
+  }
+
+  // Stores kv_dim floats into a slot, converting to the storage type.
+  void WriteKey(BlockId block, int64_t layer, int32_t slot, const float* src) {
+    EncodeKvRow(options_.dtype, src, options_.kv_dim, KeyRow(block, layer, slot));
+  }
+  void WriteValue(BlockId block, int64_t layer, int32_t slot, const float* src) {
+    EncodeKvRow(options_.dtype, src, options_.kv_dim, ValueRow(block, layer, slot));
+  }
+  // dst[i] = element begin + i of a slot's keys (values), as f32, for i < count.
+  void ReadKey(BlockId block, int64_t layer, int32_t slot, int64_t begin, int64_t count,
+               float* dst) const {
+    DecodeKvRow(options_.dtype, KeyRow(block, layer, slot), options_.kv_dim, begin, count, dst);
+  }
+  void ReadValue(BlockId block, int64_t layer, int32_t slot, int64_t begin, int64_t count,
+                 float* dst) const {
+    DecodeKvRow(options_.dtype, ValueRow(block, layer, slot), options_.kv_dim, begin, count, dst);
+  }
+  // Copies a token's keys and values of every layer (scales included) to another slot.
+  void CopySlot(BlockId src_block, int32_t src_slot, BlockId dst_block, int32_t dst_slot);
+
+  // f32 caches only: the kv_dim floats of one token slot, in place.
+  float* Key(BlockId block, int64_t layer, int32_t slot) {
+    return reinterpret_cast<float*>(KeyRow(block, layer, slot));
+  }
+  float* Value(BlockId block, int64_t layer, int32_t slot) {
+    return reinterpret_cast<float*>(ValueRow(block, layer, slot));
+  }
+  const float* Key(BlockId block, int64_t layer, int32_t slot) const {
+    return reinterpret_cast<const float*>(KeyRow(block, layer, slot));
+  }
+  const float* Value(BlockId block, int64_t layer, int32_t slot) const {
+    return reinterpret_cast<const float*>(ValueRow(block, layer, slot));
+  }
 
   struct PrivateKey {
    private:
@@ -82,12 +131,17 @@ class KvCache {
   KvCache(PrivateKey, const KvCacheOptions& options, std::unique_ptr<float[]> data);
 
  private:
+  // Byte offset of a row.
   int64_t Offset(BlockId block, int64_t layer, int32_t slot, int kind) const {
     return (((static_cast<int64_t>(block) * 2 + kind) * options_.num_layers + layer) *
-                options_.block_size + slot) * options_.kv_dim;
+                options_.block_size + slot) * row_bytes_;
   }
+  // The pool is float storage (aligned for the f32 rows) viewed as bytes for the others.
+  uint8_t* bytes() { return reinterpret_cast<uint8_t*>(data_.get()); }
+  const uint8_t* bytes() const { return reinterpret_cast<const uint8_t*>(data_.get()); }
 
   const KvCacheOptions options_;
+  const int64_t row_bytes_;
   std::unique_ptr<float[]> data_;
   void Evict(BlockId block);
 

@@ -126,8 +126,8 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
       std::copy_n(row, q_dim, q_.data() + t * q_dim);
       const int32_t slot = slots_[t];
       const BlockId block = (*queries_[t].blocks)[slot / block_size];
-      std::copy_n(row + q_dim, kv_dim, cache.Key(block, l, slot % block_size));
-      std::copy_n(row + q_dim + kv_dim, kv_dim, cache.Value(block, l, slot % block_size));
+      cache.WriteKey(block, l, slot % block_size, row + q_dim);
+      cache.WriteValue(block, l, slot % block_size, row + q_dim + kv_dim);
     }
     attention_.Forward(cache, l, absl::MakeConstSpan(queries_.data(), n), q_.data(), att_.data());
     if (batch.observer != nullptr) batch.observer->OnLayerQueries(l, q_.data(), cache);

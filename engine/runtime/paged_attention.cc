@@ -31,8 +31,11 @@ inline __mmask16 Mask(int64_t n) {
 // value load.
 constexpr int64_t kHeadsAtOnce = 8;
 
-// Per thread: transposed keys (head_dim x kC), then scores (kHeadsAtOnce x kC).
-int64_t ScratchFloats(int64_t head_dim) { return head_dim * kC + kHeadsAtOnce * kC; }
+// Per thread: transposed keys (head_dim x kC), scores (kHeadsAtOnce x kC), then a tile of
+// kC rows of head_dim decoded from a non-f32 cache (keys, then values).
+int64_t ScratchFloats(int64_t head_dim) {
+  return head_dim * kC + kHeadsAtOnce * kC + kC * head_dim;
+}
 
 // For each of `heads` query heads h (q + h * head_dim): scores[h * kC + j] = scale * sum_d
 // q_h[d] * key_t[d * kC + j] for j < n. 16 positions per vector, the sum over d in order (one
@@ -125,7 +128,7 @@ PagedAttention::PagedAttention(const AttentionGeometry& geometry)
 
 void PagedAttention::RunItem(const KvCache& cache, int64_t layer,
                              absl::Span<const AttentionQuery> queries, const float* q,
-                             const Item& item, float* key_t, float* scores,
+                             const Item& item, float* key_t, float* scores, float* tile,
                              const float** value_rows) {
   const int64_t head_dim = geometry_.head_dim;
   const int64_t group = geometry_.n_heads / geometry_.n_kv_heads;
@@ -140,17 +143,35 @@ void PagedAttention::RunItem(const KvCache& cache, int64_t layer,
   const int64_t start = item.chunk * kC;
   const int64_t end = std::min<int64_t>(start + kC, max_position + 1);
 
-  // Keys of the chunk, transposed (key_t[d][j]) so scores are 16-position vectors.
-  for (int64_t j = 0; j < end - start; ++j) {
-    const int64_t slot = start + j;
-    const float* k = cache.Key(blocks[slot / block_size], layer, slot % block_size) + kv_offset;
-    for (int64_t d = 0; d < head_dim; ++d) key_t[d * kC + j] = k[d];
-  }
-
-  // The chunk's value rows.
-  for (int64_t j = 0; j < end - start; ++j) {
-    const int64_t slot = start + j;
-    value_rows[j] = cache.Value(blocks[slot / block_size], layer, slot % block_size) + kv_offset;
+  if (cache.dtype() == KvDtype::kF32) {
+    // Keys of the chunk, transposed (key_t[d][j]) so scores are 16-position vectors.
+    for (int64_t j = 0; j < end - start; ++j) {
+      const int64_t slot = start + j;
+      const float* k = cache.Key(blocks[slot / block_size], layer, slot % block_size) + kv_offset;
+      for (int64_t d = 0; d < head_dim; ++d) key_t[d * kC + j] = k[d];
+    }
+    // The chunk's value rows, in place.
+    for (int64_t j = 0; j < end - start; ++j) {
+      const int64_t slot = start + j;
+      value_rows[j] = cache.Value(blocks[slot / block_size], layer, slot % block_size) + kv_offset;
+    }
+  } else {
+    // bf16/int8: the KV head's slice of each row is decoded to f32 once per item (the tile),
+    // then the same f32 arithmetic runs on it.
+    for (int64_t j = 0; j < end - start; ++j) {
+      const int64_t slot = start + j;
+      cache.ReadKey(blocks[slot / block_size], layer, slot % block_size, kv_offset, head_dim,
+                    tile + j * head_dim);
+    }
+    for (int64_t j = 0; j < end - start; ++j) {
+      for (int64_t d = 0; d < head_dim; ++d) key_t[d * kC + j] = tile[j * head_dim + d];
+    }
+    for (int64_t j = 0; j < end - start; ++j) {
+      const int64_t slot = start + j;
+      cache.ReadValue(blocks[slot / block_size], layer, slot % block_size, kv_offset, head_dim,
+                      tile + j * head_dim);
+      value_rows[j] = tile + j * head_dim;
+    }
   }
 
   for (int32_t t = item.first; t < item.first + item.count; ++t) {
@@ -221,7 +242,7 @@ void PagedAttention::Forward(const KvCache& cache, int64_t layer,
     const int thread = omp_get_thread_num();
     float* scratch = thread_scratch_.data() + thread * scratch_floats;
     RunItem(cache, layer, queries, q, items_[i], scratch, scratch + head_dim * kC,
-            thread_value_rows_.data() + thread * kC);
+            scratch + head_dim * kC + kHeadsAtOnce * kC, thread_value_rows_.data() + thread * kC);
   }
 
   // Merge each (query, head)'s chunks in chunk order.

@@ -1,4 +1,5 @@
-// Causal attention of a batch of query tokens over their sequences' paged KV.
+// Causal attention of a batch of query tokens over their sequences' paged KV (f32, bf16 or
+// int8 storage: non-f32 rows are decoded to f32 per work item, then the same f32 math runs).
 //
 // How it is computed (split-context, Lean/Flash-decoding style): each query's visible
 // positions 0..position are cut into FIXED chunks of kChunkPositions positions (chunk c covers
@@ -66,7 +67,7 @@ class PagedAttention {
   };
   // One work item: partial results of its queries' heads for its chunk.
   void RunItem(const KvCache& cache, int64_t layer, absl::Span<const AttentionQuery> queries,
-               const float* q, const Item& item, float* key_t, float* scores,
+               const float* q, const Item& item, float* key_t, float* scores, float* tile,
                const float** value_rows);
 
   const AttentionGeometry geometry_;
@@ -74,7 +75,8 @@ class PagedAttention {
   const int64_t partial_floats_;  // Per (query, head, chunk): o[head_dim], m, l.
   int max_threads_;
   // Per thread: transposed keys of one chunk (head_dim x kChunkPositions), the scores of up
-  // to 8 heads, and the chunk's value row pointers.
+  // to 8 heads, a tile of the chunk's rows decoded from a bf16/int8 cache, and the chunk's
+  // value row pointers.
   std::vector<float> thread_scratch_;
   std::vector<const float*> thread_value_rows_;
   std::vector<float> partials_;   // Grow-only.

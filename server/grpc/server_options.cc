@@ -88,6 +88,7 @@ ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
   ParsedCommandLine result;
   ServerOptions options;
   std::string device = "cpu";
+  std::string kv_dtype = "f32";
   double drain_seconds = absl::ToDoubleSeconds(options.drain_timeout);
   double write_timeout_seconds = absl::ToDoubleSeconds(options.write_timeout);
 
@@ -117,6 +118,9 @@ ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
   app.add_option("--kv-policy", options.kv_policy,
                  "Default KV-cache policy spec, e.g. h2o:keep=0.5 (full, window, h2o, "
                  "keyformer, snapkv)");
+  app.add_option("--kv-dtype", kv_dtype,
+                 "KV cache storage type: f32, bf16 or int8 (int8: per-32-value f16 scales)")
+      ->capture_default_str();
   app.add_option("--kv-cache-mb", options.kv_cache_mb, "KV cache size in MiB (0 = auto)")
       ->capture_default_str();
   app.add_option("--default-max-tokens", options.default_max_tokens,
@@ -176,6 +180,15 @@ ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
         absl::StrFormat("--device: %s", kind.status().message()));
   } else {
     options.device = *kind;
+  }
+  if (status.ok()) {
+    absl::StatusOr<engine::KvDtype> dtype = engine::ParseKvDtype(kv_dtype);
+    if (dtype.ok()) {
+      options.kv_dtype = *dtype;
+    } else {
+      status = absl::InvalidArgumentError(
+          absl::StrFormat("--kv-dtype: %s", dtype.status().message()));
+    }
   }
   if (status.ok() && !(drain_seconds >= 0.0 && drain_seconds <= 24 * 3600.0)) {
     status = absl::InvalidArgumentError(absl::StrFormat(

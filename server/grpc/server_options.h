@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "engine/compute/device.h"
+#include "engine/runtime/kv_dtype.h"
 
 namespace kvserve::server {
 
@@ -28,6 +29,7 @@ struct ServerOptions {
   absl::Duration drain_timeout = absl::Seconds(30);  // Graceful drain on SIGTERM/SIGINT.
   std::string metrics_listen = "127.0.0.1:9090";  // Prometheus /metrics HOST:PORT; "" = off.
   std::string kv_policy = "full";                  // Default KV policy spec of requests.
+  engine::KvDtype kv_dtype = engine::KvDtype::kF32;  // --kv-dtype: KV cache storage type.
   // Security and abuse limits (docs/SECURITY.md).
   std::string tls_cert_path;       // --tls-cert: PEM server certificate chain; "" = plaintext.
   std::string tls_key_path;        // --tls-key: its PEM private key (with --tls-cert).

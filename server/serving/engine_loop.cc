@@ -457,7 +457,7 @@ class EngineLoop::Impl {
                          .kv_blocks_used = s.kv_blocks_used,
                          .kv_blocks_total = s.kv_blocks_total,
                          .kv_block_bytes = engine_->kv_block_bytes(),
-                         .kv_dtype = "f32",
+                         .kv_dtype = engine::KvDtypeName(engine_->options().kv_dtype),
                          .prefix_cache_query_tokens = es.prefix_cache_query_tokens,
                          .prefix_cache_hit_tokens = es.prefix_cache_hit_tokens});
     absl::MutexLock lock(&stats_mu_);

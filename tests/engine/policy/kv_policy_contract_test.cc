@@ -192,10 +192,15 @@ std::vector<TokenId> RunWithPolicy(Engine& engine, const std::vector<TokenId>& p
   return out;
 }
 
-TEST(KvPolicyEngineTest, FullBudgetIsBitIdenticalAndCompressionFreesBlocks) {
+// The engine-level contract holds for every KV storage type (compaction moves int8 scales
+// with their rows; full budget stays bit-identical to no policy within one storage type).
+class KvPolicyEngineTest : public ::testing::TestWithParam<KvDtype> {};
+
+TEST_P(KvPolicyEngineTest, FullBudgetIsBitIdenticalAndCompressionFreesBlocks) {
   EngineOptions options;
   options.model_path = std::string(KVSERVE_SOURCE_DIR) + "/models/stories260K.gguf";
   options.enable_prefix_cache = false;
+  options.kv_dtype = GetParam();
   auto engine = Engine::Create(options).value();
   std::mt19937 rng(5);
   std::vector<TokenId> prompt = {1};
@@ -220,6 +225,10 @@ TEST(KvPolicyEngineTest, FullBudgetIsBitIdenticalAndCompressionFreesBlocks) {
   }
   EXPECT_GT(engine->stats().evicted_tokens_by_policy.at("h2o"), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(AllKvDtypes, KvPolicyEngineTest,
+                         ::testing::Values(KvDtype::kF32, KvDtype::kBf16, KvDtype::kInt8),
+                         [](const auto& info) { return std::string(KvDtypeName(info.param)); });
 
 }  // namespace
 }  // namespace kvserve::engine

@@ -1,8 +1,15 @@
 #include "engine/runtime/kv_cache.h"
 
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <random>
 #include <set>
+#include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "engine/runtime/kv_dtype.h"
 
 namespace kvserve::engine {
 namespace {
@@ -91,6 +98,171 @@ TEST(KvCacheTest, RegisteredBlocksAreSharedAndCachedInLruOrder) {
   EXPECT_FALSE(cache->Lookup(200, tokens_b).has_value());
   EXPECT_EQ(cache->Lookup(100, tokens_a), a);  // Revived from the LRU list.
   EXPECT_EQ(cache->free_blocks(), 0);
+}
+
+TEST(KvDtypeTest, ParsesNamesAndRejectsOthersNamingTheChoices) {
+  for (KvDtype d : {KvDtype::kF32, KvDtype::kBf16, KvDtype::kInt8}) {
+    EXPECT_EQ(ParseKvDtype(KvDtypeName(d)).value(), d);
+  }
+  EXPECT_EQ(KvDtypeName(KvDtype::kBf16), "bf16");
+  const absl::Status bad = ParseKvDtype("fp8").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), testing::HasSubstr("f32, bf16 or int8"));
+  EXPECT_FALSE(ParseKvDtype("F32").ok());
+}
+
+TEST(KvDtypeTest, BlockBytesCountDataAndScales) {
+  // 3 layers x 4 slots x K and V; kv_dim 8 is not a multiple of 32: one f16 scale per row.
+  EXPECT_EQ(KvCache::BlockBytes(3, 8, 4, KvDtype::kF32), 2 * 3 * 4 * 8 * 4);
+  EXPECT_EQ(KvCache::BlockBytes(3, 8, 4, KvDtype::kBf16), 2 * 3 * 4 * 8 * 2);
+  EXPECT_EQ(KvCache::BlockBytes(3, 8, 4, KvDtype::kInt8), 2 * 3 * 4 * (8 + 2));
+  // stories260K (kv_dim 32) and TinyLlama (kv_dim 256): 34/128 and 272/1024 bytes per row,
+  // i.e. 3.76x smaller than f32.
+  EXPECT_EQ(KvRowBytes(KvDtype::kInt8, 32), 34);
+  EXPECT_EQ(KvRowBytes(KvDtype::kInt8, 256), 256 + 8 * 2);
+  EXPECT_EQ(KvCache::BlockBytes(5, 32, 16, KvDtype::kInt8), 2 * 5 * 16 * 34);
+  EXPECT_EQ(KvCache::BlockBytes(5, 32, 16), KvCache::BlockBytes(5, 32, 16, KvDtype::kF32));
+  for (KvDtype d : {KvDtype::kF32, KvDtype::kBf16, KvDtype::kInt8}) {
+    KvCacheOptions options = SmallOptions();
+    options.dtype = d;
+    auto cache = KvCache::Create(options).value();
+    EXPECT_EQ(cache->block_bytes(), KvCache::BlockBytes(3, 8, 4, d));
+    EXPECT_EQ(cache->dtype(), d);
+  }
+}
+
+// Writes random rows (each with its own magnitude) to every slot through WriteKey/WriteValue,
+// reads them back and checks the error bound of the storage type.
+void CheckRoundTrip(KvDtype dtype, int64_t kv_dim) {
+  KvCacheOptions options = {.num_layers = 2, .kv_dim = kv_dim, .block_size = 4, .num_blocks = 3,
+                            .dtype = dtype};
+  auto cache = KvCache::Create(options).value();
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> magnitude(-3.0f, 3.0f);
+  std::vector<std::vector<float>> written;
+  for (int b = 0; b < 3; ++b)
+    for (int l = 0; l < 2; ++l)
+      for (int s = 0; s < 4; ++s)
+        for (int kind = 0; kind < 2; ++kind) {
+          std::vector<float> row(kv_dim);
+          const float m = std::pow(10.0f, magnitude(rng));
+          for (float& v : row) v = m * normal(rng);
+          kind == 0 ? cache->WriteKey(b, l, s, row.data()) : cache->WriteValue(b, l, s, row.data());
+          written.push_back(std::move(row));
+        }
+  const int64_t group = KvInt8GroupSize(kv_dim);
+  std::vector<float> got(kv_dim);
+  size_t i = 0;
+  for (int b = 0; b < 3; ++b)
+    for (int l = 0; l < 2; ++l)
+      for (int s = 0; s < 4; ++s)
+        for (int kind = 0; kind < 2; ++kind) {
+          const std::vector<float>& want = written[i++];
+          kind == 0 ? cache->ReadKey(b, l, s, 0, kv_dim, got.data())
+                    : cache->ReadValue(b, l, s, 0, kv_dim, got.data());
+          for (int64_t d = 0; d < kv_dim; ++d) {
+            const float err = std::fabs(got[d] - want[d]);
+            switch (dtype) {
+              case KvDtype::kF32:
+                ASSERT_EQ(got[d], want[d]);
+                break;
+              case KvDtype::kBf16:  // 8 significant bits, rounded: half an ulp of 2^-7.
+                ASSERT_LE(err, std::fabs(want[d]) * 0x1p-8f) << d;
+                break;
+              case KvDtype::kInt8: {  // Half a quantisation step of the value's own group.
+                const int64_t g0 = d / group * group;
+                float amax = 0;
+                for (int64_t e = g0; e < g0 + group; ++e) amax = std::max(amax, std::fabs(want[e]));
+                ASSERT_LE(err, 0.5f * amax / 127.0f * 1.001f) << d;
+                break;
+              }
+            }
+          }
+        }
+}
+
+TEST(KvDtypeTest, RoundTripErrorBounds) {
+  for (KvDtype d : {KvDtype::kF32, KvDtype::kBf16, KvDtype::kInt8}) {
+    for (int64_t kv_dim : {8, 32, 96}) {
+      SCOPED_TRACE(testing::Message() << KvDtypeName(d) << " kv_dim " << kv_dim);
+      CheckRoundTrip(d, kv_dim);
+    }
+  }
+}
+
+TEST(KvDtypeTest, Bf16RoundsToNearestEven) {
+  KvCacheOptions options = SmallOptions();
+  options.dtype = KvDtype::kBf16;
+  auto cache = KvCache::Create(options).value();
+  // Ties (exactly half a bf16 ulp above) go to the even neighbour; above the tie rounds up.
+  const float in[8] = {std::bit_cast<float>(0x3f808000u), std::bit_cast<float>(0x3f818000u),
+                       std::bit_cast<float>(0x3f808001u), -2.0f, 0.0f, 1e-30f,
+                       std::bit_cast<float>(0x3f807fffu), 3.0f};
+  const uint32_t want[8] = {0x3f800000u, 0x3f820000u, 0x3f810000u, 0xc0000000u, 0u,
+                            0x0da20000u /* 1e-30f = 0x0da24260 */, 0x3f800000u,
+                            0x40400000u};
+  cache->WriteKey(0, 1, 2, in);
+  float out[8];
+  cache->ReadKey(0, 1, 2, 0, 8, out);
+  for (int d = 0; d < 8; ++d) EXPECT_EQ(std::bit_cast<uint32_t>(out[d]), want[d]) << d;
+}
+
+TEST(KvDtypeTest, Int8ScalesArePerGroupOf32) {
+  // Two groups: a large one and a tiny one. A per-row scale would flush the tiny group to 0.
+  KvCacheOptions options = {.num_layers = 1, .kv_dim = 64, .block_size = 2, .num_blocks = 1,
+                            .dtype = KvDtype::kInt8};
+  auto cache = KvCache::Create(options).value();
+  std::vector<float> row(64);
+  for (int d = 0; d < 32; ++d) row[d] = 100.0f * static_cast<float>(d - 16);
+  for (int d = 32; d < 64; ++d) row[d] = 0.001f * static_cast<float>(d - 48);
+  cache->WriteValue(0, 0, 1, row.data());
+  std::vector<float> out(64);
+  cache->ReadValue(0, 0, 1, 0, 64, out.data());
+  for (int d = 32; d < 64; ++d) EXPECT_NEAR(out[d], row[d], 0.5 * 0.016 / 127 * 1.001) << d;
+  // The group maximum is 127 steps: off only by the f16 rounding of its scale.
+  EXPECT_NEAR(out[0], -1600.0f, 1600.0f * 0x1p-11f);
+  // A partial read across the group boundary decodes exactly the same values.
+  std::vector<float> part(20);
+  cache->ReadValue(0, 0, 1, 22, 20, part.data());
+  for (int d = 0; d < 20; ++d) EXPECT_EQ(part[d], out[22 + d]) << d;
+  // All zeros stays exactly zero (scale 0).
+  std::vector<float> zeros(64, 0.0f);
+  cache->WriteValue(0, 0, 0, zeros.data());
+  cache->ReadValue(0, 0, 0, 0, 64, out.data());
+  for (float v : out) EXPECT_EQ(v, 0.0f);
+}
+
+TEST(KvDtypeTest, CopySlotMovesDataAndScalesOfEveryLayer) {
+  for (KvDtype dtype : {KvDtype::kF32, KvDtype::kBf16, KvDtype::kInt8}) {
+    SCOPED_TRACE(KvDtypeName(dtype));
+    KvCacheOptions options = SmallOptions();
+    options.kv_dim = 32;
+    options.dtype = dtype;
+    auto cache = KvCache::Create(options).value();
+    std::vector<float> a(32), b(32);
+    for (int l = 0; l < 3; ++l) {
+      for (int d = 0; d < 32; ++d) {
+        a[d] = static_cast<float>((l + 1) * (d - 10)) * 0.37f;
+        b[d] = static_cast<float>(d) * 1e-3f;  // Very different scale.
+      }
+      cache->WriteKey(2, l, 3, a.data());
+      for (int d = 0; d < 32; ++d) a[d] = -a[d] * 2.0f;
+      cache->WriteValue(2, l, 3, a.data());
+      cache->WriteKey(0, l, 1, b.data());
+      cache->WriteValue(0, l, 1, b.data());
+    }
+    cache->CopySlot(2, 3, 0, 1);
+    std::vector<float> want(32), got(32);
+    for (int l = 0; l < 3; ++l) {
+      cache->ReadKey(2, l, 3, 0, 32, want.data());
+      cache->ReadKey(0, l, 1, 0, 32, got.data());
+      EXPECT_EQ(got, want) << "layer " << l;
+      cache->ReadValue(2, l, 3, 0, 32, want.data());
+      cache->ReadValue(0, l, 1, 0, 32, got.data());
+      EXPECT_EQ(got, want) << "layer " << l;
+    }
+  }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -32,7 +33,19 @@ TEST(ServerOptionsTest, DefaultsWithOnlyModel) {
   EXPECT_EQ(o.default_max_tokens, 256);
   EXPECT_EQ(o.max_tokens_limit, 0);
   EXPECT_EQ(o.kv_cache_mb, 0);
+  EXPECT_EQ(o.kv_dtype, engine::KvDtype::kF32);
   EXPECT_EQ(o.drain_timeout, absl::Seconds(30));
+}
+
+TEST(ServerOptionsTest, KvDtypeFlag) {
+  for (const auto& [name, dtype] : {std::pair{"f32", engine::KvDtype::kF32},
+                                     std::pair{"bf16", engine::KvDtype::kBf16},
+                                     std::pair{"int8", engine::KvDtype::kInt8}}) {
+    const ParsedCommandLine parsed = Parse({"--model", "m.gguf", "--kv-dtype", name});
+    ASSERT_EQ(parsed.action, ParsedCommandLine::Action::kRun) << parsed.message;
+    EXPECT_EQ(parsed.options.kv_dtype, dtype) << name;
+  }
+  EXPECT_THAT(Parse({"--help"}).message, HasSubstr("--kv-dtype"));
 }
 
 TEST(ServerOptionsTest, EveryFlag) {
@@ -103,6 +116,8 @@ INSTANTIATE_TEST_SUITE_P(
                      "--max-batch-tokens"},
         BadFlagsCase{"zero_running", {"--model", "m", "--max-running", "0"}, "--max-running"},
         BadFlagsCase{"negative_kv", {"--model", "m", "--kv-cache-mb", "-5"}, "--kv-cache-mb"},
+        BadFlagsCase{"bad_kv_dtype", {"--model", "m", "--kv-dtype", "fp8"},
+                     "--kv-dtype: unknown KV storage type \"fp8\"; choose f32, bf16 or int8"},
         BadFlagsCase{"zero_default_max_tokens", {"--model", "m", "--default-max-tokens", "0"},
                      "--default-max-tokens"},
         BadFlagsCase{"default_over_limit",
