@@ -12,6 +12,8 @@ PACKAGES=(
   python3 python3-grpcio python3-grpc-tools python3-protobuf
   prometheus yamllint  # tests: promtool + a real Prometheus server; deploy/ YAML lint
   openssl             # tests: TLS/mTLS certificates are made at test time
+  clang-14 libclang-rt-14-dev  # tests: libFuzzer targets (scripts/fuzz.sh; libclang_rt.fuzzer)
+  # The g++ sanitizer runtimes (libasan8, libubsan1, libtsan2) come with build-essential.
 )
 
 missing=()

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <utility>
 
@@ -123,6 +124,15 @@ absl::Status Device::Workspace::Reserve(size_t bytes) {
   return absl::OkStatus();
 }
 
-void SetComputeThreads(int n) { omp_set_num_threads(n > 0 ? n : omp_get_num_procs()); }
+void SetComputeThreads(int n) {
+  // oneDNN sizes its work split by omp_get_max_threads() when a primitive runs and computes
+  // wrong results if OpenMP then gives it fewer threads: with dynamic adjustment on
+  // (OMP_DYNAMIC=true) a team may come out smaller, and a team never exceeds
+  // omp_get_thread_limit() (OMP_THREAD_LIMIT) although omp_get_max_threads() may. So turn
+  // dynamic adjustment off and never ask for more threads than the limit allows.
+  omp_set_dynamic(0);
+  const int wanted = n > 0 ? n : omp_get_num_procs();
+  omp_set_num_threads(std::max(1, std::min(wanted, omp_get_thread_limit())));
+}
 
 }  // namespace kvserve::engine

@@ -80,7 +80,9 @@ class Device {
 };
 
 // Sets the number of OpenMP threads oneDNN uses for calls made from the CALLING thread (each
-// thread that calls oneDNN has its own team). n <= 0 means one per available core.
+// thread that calls oneDNN has its own team). n <= 0 means one per available core. Also turns
+// off OpenMP's dynamic adjustment and caps n at OMP_THREAD_LIMIT for that thread: oneDNN
+// needs every thread it was promised.
 void SetComputeThreads(int n);
 
 }  // namespace kvserve::engine

@@ -6,8 +6,11 @@
 
 // GCC 12 reports false -W(maybe-)uninitialized errors inside its own AVX-512 intrinsic headers (the
 // `_mm512_undefined_ps()` pass-through operand of unmasked intrinsics) once they are inlined.
+// Clang also reads `#pragma GCC` but has no -Wmaybe-uninitialized (an error under -Werror).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 namespace kvserve::engine {
 namespace {

@@ -56,6 +56,7 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   engine_options.num_threads = options.threads;
   engine_options.kv_cache_bytes = options.kv_cache_mb * (int64_t{1} << 20);
   engine_options.max_batch_tokens = options.max_batch_tokens;
+  engine_options.kv_dtype = options.kv_dtype;
   KV_ASSIGN_OR_RETURN(std::shared_ptr<const engine::KvPolicy> default_policy,
                       engine::CreateKvPolicy(options.kv_policy));
   KV_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
@@ -67,7 +68,8 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
                                  .device = std::string(
                                      engine::DeviceKindName(engine->device().kind())),
                                  .version = "0.1.0",
-                                 .kv_dtype = "f32",
+                                 .kv_dtype = std::string(
+                                     engine::KvDtypeName(engine_options.kv_dtype)),
                                  .kv_policy = std::string(default_policy->name())}));
 
   const engine::ModelConfig& config = engine->config();

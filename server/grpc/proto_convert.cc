@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "engine/common/status_macros.h"
+#include "engine/tokenizer/utf8.h"
 
 namespace kvserve::server {
 namespace {
@@ -15,6 +16,21 @@ absl::Status CheckTextSize(std::string_view what, size_t bytes, const RequestLim
   if (bytes > limits.max_prompt_bytes) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s is %d bytes; the limit is %d bytes", what, bytes, limits.max_prompt_bytes));
+  }
+  return absl::OkStatus();
+}
+
+// The prompt is a proto `bytes` field (a `string` that is not UTF-8 would fail to parse and
+// reach the client as INTERNAL), so its encoding is checked here, before tokenizing.
+absl::Status CheckPromptUtf8(std::string_view prompt) {
+  size_t pos = 0;
+  while (pos < prompt.size()) {
+    const engine::Utf8Unit unit = engine::NextUtf8Unit(prompt, pos);
+    if (unit.kind != engine::Utf8Unit::Kind::kValid) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("prompt is not valid UTF-8 (byte offset %d)", pos));
+    }
+    pos += unit.length;
   }
   return absl::OkStatus();
 }
@@ -75,6 +91,7 @@ absl::StatusOr<std::vector<engine::TokenId>> PromptTokens(
                                         params.prompt_token_ids().end());
   }
   KV_RETURN_IF_ERROR(CheckTextSize("prompt", params.prompt().size(), limits));
+  KV_RETURN_IF_ERROR(CheckPromptUtf8(params.prompt()));
   const bool add_bos = params.has_add_bos() ? params.add_bos() : true;
   return tokenizer.Encode(params.prompt(), add_bos);
 }

@@ -318,6 +318,11 @@ void WriteRequestSeeds(const fs::path& dir) {
   for (int i = 0; i < 10; ++i) many_stops.add_stop(std::string(static_cast<size_t>(i * 3), 'x'));
   WriteSeed(dir, "many_stop_strings.pb", Request(many_stops));
 
+  // `prompt` is `bytes`: ill-formed UTF-8 parses and reaches the conversion's own check.
+  v1::GenerationParams bad_utf8 = text;
+  bad_utf8.set_prompt("Once \xff\xfe time");
+  WriteSeed(dir, "invalid_utf8_prompt.pb", Request(bad_utf8));
+
   v1::GenerationParams policy = text;
   policy.set_kv_policy("keyformer:keep=0.3,recent=0.3");
   WriteSeed(dir, "kv_policy_keyformer.pb", Request(policy));

@@ -5,9 +5,10 @@
 // sampling, bounded stop strings) or INVALID_ARGUMENT / NOT_FOUND with a message; never a
 // crash or a sanitizer report. The KV-policy spec parser (engine/policy) is reached through
 // GenerationParams.kv_policy. The same prompt also goes through Tokenize(), whose response
-// must pair every id with a piece. Bytes that do not parse (protobuf refuses, among others,
-// strings that are not UTF-8, as the gRPC server does) are used as a raw prompt instead, so
-// the conversion's own UTF-8 and size checks are fuzzed too.
+// must pair every id with a piece. `prompt` is `bytes`, so ill-formed UTF-8 in it parses and
+// reaches the conversion's own UTF-8 check; bytes that do not parse at all (protobuf refuses,
+// among others, `string` fields that are not UTF-8, as the gRPC server does) are used as a
+// raw prompt instead, so the UTF-8 and size checks see arbitrary bytes too.
 #include <cstddef>
 #include <cstdint>
 #include <memory>

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -205,6 +206,26 @@ TEST(KvserveBinaryExitTest, TruncatedModelExitsOneNamingThePath) {
   EXPECT_EQ(child.WaitExit(absl::Seconds(30)), 1) << child.stderr_text();
   EXPECT_THAT(child.stderr_text(), HasSubstr(truncated));
   EXPECT_EQ(child.stdout_text(), "");
+}
+
+TEST(KvserveBinaryExitTest, CorruptModelExitsOneNamingThePath) {
+  // The real model with its GGUF magic and version intact but the tensor and metadata counts
+  // (bytes 8-23) overwritten with 0xFF: a header that promises far more than the file holds.
+  const std::string corrupt = ::testing::TempDir() + "/corrupt_" + std::to_string(getpid()) +
+                              ".gguf";
+  {
+    std::string model = ReadFileForTest(kModel);
+    ASSERT_GT(model.size(), 1000u);
+    ASSERT_EQ(model.substr(0, 4), "GGUF");
+    for (size_t i = 8; i < 24; ++i) model[i] = '\xff';
+    std::ofstream(corrupt, std::ios::binary) << model;
+  }
+  Child child({"--model", corrupt, "--listen", "127.0.0.1:0", "--metrics-listen", ""});
+  ASSERT_TRUE(child.started());
+  EXPECT_EQ(child.WaitExit(absl::Seconds(30)), 1) << child.stderr_text();
+  EXPECT_THAT(child.stderr_text(), HasSubstr(corrupt));
+  EXPECT_EQ(child.stdout_text(), "");
+  std::remove(corrupt.c_str());
 }
 
 TEST(KvserveBinaryExitTest, PortInUseExitsOneNamingTheAddress) {

@@ -440,6 +440,12 @@ class NeverReadingClient {
 
   int data_frames() const { return data_frames_; }
 
+  // Drops the TCP connection (as a client process that dies does), with the stream open.
+  void Disconnect() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
  private:
   static void Frame(std::string* out, uint8_t type, uint8_t flags, uint32_t stream,
                     const std::string& payload) {
@@ -529,6 +535,48 @@ TEST(SecurityLimitsTest, NeverReadingClientIsCancelledAfterTheWriteTimeoutAndKvI
   EXPECT_EQ(server->stats().kv_blocks_used, 0);
   // And the server goes on serving.
   EXPECT_TRUE(Complete(*stub, Greedy("Once upon a time", 8)).status.ok());
+  server->Shutdown(absl::Seconds(1));
+}
+
+// A client whose connection drops mid-stream (no RST_STREAM, no cancel: the socket just
+// closes, as when a client process dies) must not keep its sequence running: the server sees
+// the transport close, cancels the request and frees its KV long before the request could
+// have finished (500 tokens take at least 500 engine steps), and serving goes on.
+TEST(SecurityLimitsTest, ClientDisconnectMidStreamStopsItsRequestAndFreesKv) {
+  ServerOptions options = TestOptions();
+  options.write_timeout = absl::Seconds(120);  // Far beyond the checks below.
+  std::unique_ptr<KvServer> server = StartServer(options);
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::Inference::NewStub(kvserve::testing::Connect(server->address()));
+  const CompleteResult reference = Complete(*stub, Greedy("Once upon a time", 64));
+  ASSERT_TRUE(reference.status.ok()) << reference.status.error_message();
+  const int64_t steps_before = server->stats().steps;
+
+  NeverReadingClient client;
+  v1::GenerateRequest request;
+  constexpr int kMaxTokens = 500;
+  *request.mutable_params() = Greedy("Once upon a time", kMaxTokens);
+  ASSERT_TRUE(client.Open(PortOf(server->address()), request));
+  absl::Time until = absl::Now() + absl::Seconds(30);
+  while (server->stats().running == 0 && absl::Now() < until) {
+    absl::SleepFor(absl::Microseconds(200));
+  }
+  ASSERT_EQ(server->stats().running, 1);
+  client.Disconnect();
+
+  until = absl::Now() + absl::Seconds(20);
+  while ((server->stats().running > 0 || server->stats().kv_blocks_used > 0) &&
+         absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(server->stats().running, 0);
+  EXPECT_EQ(server->stats().kv_blocks_used, 0);
+  // Cut short: had the request run on, its 500 tokens would have taken 500 steps.
+  EXPECT_LT(server->stats().steps - steps_before, kMaxTokens * 4 / 5);
+  const CompleteResult after = Complete(*stub, Greedy("Once upon a time", 64));
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_THAT(after.response.token_ids(),
+              ::testing::ElementsAreArray(reference.response.token_ids()));
   server->Shutdown(absl::Seconds(1));
 }
 
