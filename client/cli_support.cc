@@ -85,7 +85,10 @@ nlohmann::ordered_json ModelInfoToJson(const kvserve::v1::GetModelInfoResponse& 
                         {"bos_token_id", info.bos_token_id()},
                         {"eos_token_id", info.eos_token_id()},
                         {"device", info.device()},
-                        {"max_tokens_limit", info.max_tokens_limit()}};
+                        {"max_tokens_limit", info.max_tokens_limit()},
+                        {"weight_type", info.weight_type()},
+                        {"kv_dtype", info.kv_dtype()},
+                        {"default_kv_policy", info.default_kv_policy()}};
 }
 
 std::string FormatModelInfo(const kvserve::v1::GetModelInfoResponse& info) {

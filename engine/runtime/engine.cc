@@ -199,10 +199,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                                        .block_size = options.kv_block_size,
                                        .num_blocks = num_blocks,
                                        .dtype = options.kv_dtype}));
-  KV_LOG_INFO("model {}: {} layers, dim {}, {} heads ({} KV), vocab {}, context {}; KV cache {} "
-              "blocks x {} tokens, {} ({} MiB); device {}",
+  KV_LOG_INFO("model {}: {} layers, dim {}, {} heads ({} KV), vocab {}, context {}; {} weights; KV "
+              "cache {} blocks x {} tokens, {} ({} MiB); device {}",
               c.name, c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.vocab_size,
-              c.context_length, num_blocks, options.kv_block_size, KvDtypeName(options.kv_dtype),
+              c.context_length, WeightTypeName(runner->weight_type()), num_blocks,
+              options.kv_block_size, KvDtypeName(options.kv_dtype),
               (num_blocks * block_bytes) >> 20, device->Describe());
   return std::make_unique<Engine>(PrivateKey{}, options, std::move(model), std::move(tokenizer),
                                   std::move(device), std::move(runner), std::move(kv_cache));
@@ -227,6 +228,8 @@ const BpeTokenizer& Engine::tokenizer() const { return *tokenizer_; }
 const ModelFile& Engine::model() const { return *model_; }
 const Device& Engine::device() const { return *device_; }
 const EngineOptions& Engine::options() const { return options_; }
+
+WeightType Engine::weight_type() const { return runner_->weight_type(); }
 
 int64_t Engine::parameter_count() const {
   const ModelWeights& w = model_->weights;

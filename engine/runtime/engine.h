@@ -75,6 +75,8 @@ class Engine {
   const Device& device() const;
   const EngineOptions& options() const;
   int64_t parameter_count() const;
+  // The weight type the matrices were packed in (EngineOptions::weight_type, kAuto resolved).
+  WeightType weight_type() const;
 
   // --- Engine thread only ------------------------------------------------------------------
   // Registers a sequence. KV blocks are allocated when it is stepped, except that full blocks

@@ -57,6 +57,7 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   engine_options.kv_cache_bytes = options.kv_cache_mb * (int64_t{1} << 20);
   engine_options.max_batch_tokens = options.max_batch_tokens;
   engine_options.kv_dtype = options.kv_dtype;
+  engine_options.weight_type = options.weight_type;
   KV_ASSIGN_OR_RETURN(std::shared_ptr<const engine::KvPolicy> default_policy,
                       engine::CreateKvPolicy(options.kv_policy));
   KV_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
@@ -96,6 +97,9 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   model.eos_id = engine->vocab().eos_id;
   model.parameters = engine->parameter_count();
   model.max_tokens_limit = max_tokens_limit;
+  model.weight_type = std::string(engine::WeightTypeName(engine->weight_type()));
+  model.kv_dtype = std::string(engine::KvDtypeName(engine_options.kv_dtype));
+  model.default_kv_policy = default_policy->spec().ToString();
 
   RequestQueueOptions queue_options;
   queue_options.max_queued_requests = options.max_queued_requests;

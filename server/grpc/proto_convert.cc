@@ -207,6 +207,9 @@ void ToProto(const ModelDescription& model, v1::GetModelInfoResponse* proto) {
   proto->set_eos_token_id(model.eos_id);
   proto->set_device(model.device);
   proto->set_max_tokens_limit(model.max_tokens_limit);
+  proto->set_weight_type(model.weight_type);
+  proto->set_kv_dtype(model.kv_dtype);
+  proto->set_default_kv_policy(model.default_kv_policy);
 }
 
 }  // namespace kvserve::server

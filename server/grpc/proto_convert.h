@@ -43,6 +43,9 @@ struct ModelDescription {
   engine::TokenId eos_id = 2;
   int64_t parameters = 0;
   int32_t max_tokens_limit = 0;
+  std::string weight_type;         // "f32", "bf16" or "int8" (resolved, never "auto").
+  std::string kv_dtype;            // "f32", "bf16" or "int8".
+  std::string default_kv_policy;   // Canonical spec.
 };
 
 // OK when `requested` is empty or the served model's name; else NOT_FOUND

@@ -89,6 +89,7 @@ ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
   ServerOptions options;
   std::string device = "cpu";
   std::string kv_dtype = "f32";
+  std::string weight_type = "auto";
   double drain_seconds = absl::ToDoubleSeconds(options.drain_timeout);
   double write_timeout_seconds = absl::ToDoubleSeconds(options.write_timeout);
 
@@ -120,6 +121,10 @@ ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
                  "keyformer, snapkv)");
   app.add_option("--kv-dtype", kv_dtype,
                  "KV cache storage type: f32, bf16 or int8 (int8: per-32-value f16 scales)")
+      ->capture_default_str();
+  app.add_option("--weight-type", weight_type,
+                 "weight storage: auto (by file: 16-bit -> bf16, q8_0 -> int8, f32 -> f32), "
+                 "f32, bf16 or int8 (per-row scales, dynamic activation quantisation)")
       ->capture_default_str();
   app.add_option("--kv-cache-mb", options.kv_cache_mb, "KV cache size in MiB (0 = auto)")
       ->capture_default_str();
@@ -188,6 +193,15 @@ ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
     } else {
       status = absl::InvalidArgumentError(
           absl::StrFormat("--kv-dtype: %s", dtype.status().message()));
+    }
+  }
+  if (status.ok()) {
+    absl::StatusOr<engine::WeightType> type = engine::ParseWeightType(weight_type);
+    if (type.ok()) {
+      options.weight_type = *type;
+    } else {
+      status = absl::InvalidArgumentError(
+          absl::StrFormat("--weight-type: %s", type.status().message()));
     }
   }
   if (status.ok() && !(drain_seconds >= 0.0 && drain_seconds <= 24 * 3600.0)) {

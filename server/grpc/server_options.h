@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "engine/compute/device.h"
+#include "engine/compute/linear.h"
 #include "engine/runtime/kv_dtype.h"
 
 namespace kvserve::server {
@@ -30,6 +31,9 @@ struct ServerOptions {
   std::string metrics_listen = "127.0.0.1:9090";  // Prometheus /metrics HOST:PORT; "" = off.
   std::string kv_policy = "full";                  // Default KV policy spec of requests.
   engine::KvDtype kv_dtype = engine::KvDtype::kF32;  // --kv-dtype: KV cache storage type.
+  // --weight-type: storage of the weight matrices; kAuto follows the file (16-bit -> bf16,
+  // q8_0 -> int8, f32 -> f32), so a file is served in the precision it was published in.
+  engine::WeightType weight_type = engine::WeightType::kAuto;
   // Security and abuse limits (docs/SECURITY.md).
   std::string tls_cert_path;       // --tls-cert: PEM server certificate chain; "" = plaintext.
   std::string tls_key_path;        // --tls-key: its PEM private key (with --tls-cert).

@@ -157,6 +157,35 @@ TEST_F(KvServerTest, GetModelInfo) {
   EXPECT_EQ(info.eos_token_id(), 2);
   EXPECT_EQ(info.device(), "cpu");
   EXPECT_EQ(info.max_tokens_limit(), 512);
+  // The bundled file stores f32 matrices: --weight-type auto keeps them f32.
+  EXPECT_EQ(info.weight_type(), "f32");
+  EXPECT_EQ(info.kv_dtype(), "f32");
+  EXPECT_EQ(info.default_kv_policy(), "full");
+}
+
+// --weight-type, --kv-dtype and --kv-policy reach the engine: GetModelInfo reports what it
+// runs, and generation works in that configuration.
+TEST(KvServerConfigTest, StorageFlagsReachTheEngineAndModelInfo) {
+  ServerOptions options = TestOptions();
+  options.weight_type = engine::WeightType::kBf16;
+  options.kv_dtype = engine::KvDtype::kInt8;
+  options.kv_policy = "h2o:keep=0.5";
+  absl::StatusOr<std::unique_ptr<KvServer>> created = KvServer::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  auto stub = v1::Inference::NewStub(kvserve::testing::Connect((*created)->address()));
+
+  grpc::ClientContext context;
+  v1::GetModelInfoResponse info;
+  ASSERT_TRUE(stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &info).ok());
+  EXPECT_EQ(info.weight_type(), "bf16");
+  EXPECT_EQ(info.kv_dtype(), "int8");
+  EXPECT_THAT(info.default_kv_policy(), ::testing::StartsWith("h2o:"));
+  EXPECT_THAT(info.default_kv_policy(), HasSubstr("keep=0.5"));
+
+  const CompleteResult result = Complete(*stub, Greedy("Once upon a time", 16));
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  EXPECT_EQ(result.response.usage().completion_tokens(), 16);
+  (*created)->Shutdown(absl::Seconds(5));
 }
 
 TEST_F(KvServerTest, GetModelInfoOfAnotherModelIsNotFound) {

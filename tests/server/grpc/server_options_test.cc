@@ -34,6 +34,7 @@ TEST(ServerOptionsTest, DefaultsWithOnlyModel) {
   EXPECT_EQ(o.max_tokens_limit, 0);
   EXPECT_EQ(o.kv_cache_mb, 0);
   EXPECT_EQ(o.kv_dtype, engine::KvDtype::kF32);
+  EXPECT_EQ(o.weight_type, engine::WeightType::kAuto);
   EXPECT_EQ(o.drain_timeout, absl::Seconds(30));
 }
 
@@ -46,6 +47,18 @@ TEST(ServerOptionsTest, KvDtypeFlag) {
     EXPECT_EQ(parsed.options.kv_dtype, dtype) << name;
   }
   EXPECT_THAT(Parse({"--help"}).message, HasSubstr("--kv-dtype"));
+}
+
+TEST(ServerOptionsTest, WeightTypeFlag) {
+  for (const auto& [name, type] : {std::pair{"auto", engine::WeightType::kAuto},
+                                   std::pair{"f32", engine::WeightType::kF32},
+                                   std::pair{"bf16", engine::WeightType::kBf16},
+                                   std::pair{"int8", engine::WeightType::kInt8}}) {
+    const ParsedCommandLine parsed = Parse({"--model", "m.gguf", "--weight-type", name});
+    ASSERT_EQ(parsed.action, ParsedCommandLine::Action::kRun) << parsed.message;
+    EXPECT_EQ(parsed.options.weight_type, type) << name;
+  }
+  EXPECT_THAT(Parse({"--help"}).message, HasSubstr("--weight-type"));
 }
 
 TEST(ServerOptionsTest, EveryFlag) {
@@ -118,6 +131,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadFlagsCase{"negative_kv", {"--model", "m", "--kv-cache-mb", "-5"}, "--kv-cache-mb"},
         BadFlagsCase{"bad_kv_dtype", {"--model", "m", "--kv-dtype", "fp8"},
                      "--kv-dtype: unknown KV storage type \"fp8\"; choose f32, bf16 or int8"},
+        BadFlagsCase{"bad_weight_type", {"--model", "m", "--weight-type", "fp4"},
+                     "--weight-type: unknown weight type \"fp4\"; choose one of: auto, f32, "
+                     "bf16, int8"},
         BadFlagsCase{"zero_default_max_tokens", {"--model", "m", "--default-max-tokens", "0"},
                      "--default-max-tokens"},
         BadFlagsCase{"default_over_limit",
