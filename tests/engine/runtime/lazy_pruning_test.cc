@@ -215,22 +215,39 @@ TEST(LazyPruningTest, DeterministicAndDifferentFromFull) {
   EXPECT_EQ(differs, 3) << "pruning did not change the computation";
 }
 
-TEST(LazyPruningTest, ChunkedPrefillGivesTheSameFirstToken) {
+// Pruning is per prefill step (lazy_tokens.h): each chunk ranks its own prompt rows by its
+// own last prompt row. So a chunked prefill computes exactly the per-chunk token-layers, is
+// exact at keep 1, but may pick a different first token than the unchunked prefill (measured
+// 5 of 8 prompts identical at chunks 64 and 150; reported below, bound only against breakage).
+TEST(LazyPruningTest, ChunkedPrefillPrunesPerChunk) {
   auto engine = MakeEngine();
   const auto prompts = CorpusPrompts(8, 200);
+  // 200 prompt tokens in chunks of 100: each chunk runs 100 + 70 + 50 + 30 + 30 rows.
+  ASSERT_TRUE(engine->AddSequence(1, {.prompt = prompts[0], .kv_policy = Policy("lazyllm")}).ok());
+  const int64_t before = engine->stats().computed_token_layers;
+  ASSERT_TRUE(engine->Step({{{.sequence = 1, .num_tokens = 100}}}).ok());
+  ASSERT_TRUE(engine->Step({{{.sequence = 1, .num_tokens = 100}}}).ok());
+  EXPECT_EQ(engine->stats().computed_token_layers - before, 2 * 280);
+  engine->RemoveSequence(1);
+
   for (int chunk : {64, 150}) {
     int same = 0;
     for (const auto& prompt : prompts) {
       const Output whole = Generate(*engine, {{prompt, "lazyllm"}}, 1)[0];
       const Output chunked = Generate(*engine, {{prompt, "lazyllm"}}, 1, chunk)[0];
       same += whole.tokens == chunked.tokens ? 1 : 0;
+      // keep = 1: chunked is exactly the full cache.
+      EXPECT_TRUE(SameBits(Generate(*engine, {{prompt, "lazyllm:first=1,keep=1"}}, 1, chunk)[0]
+                               .first_logits,
+                           Generate(*engine, {{prompt, ""}}, 1)[0].first_logits));
     }
-    EXPECT_EQ(same, static_cast<int>(prompts.size())) << "chunk " << chunk;
+    std::printf("chunk %d: first token as unchunked for %d/%zu prompts\n", chunk, same,
+                prompts.size());
+    EXPECT_GE(same, 3) << "chunk " << chunk;
   }
   // A chunk of one prompt token at a time cannot prune (each chunk ranks only its own rows).
-  const auto& prompt = prompts[0];
-  EXPECT_EQ(Generate(*engine, {{prompt, "lazyllm"}}, 8, 1)[0].tokens,
-            Generate(*engine, {{prompt, ""}}, 8)[0].tokens);
+  EXPECT_EQ(Generate(*engine, {{prompts[0], "lazyllm"}}, 8, 1)[0].tokens,
+            Generate(*engine, {{prompts[0], ""}}, 8)[0].tokens);
 }
 
 TEST(LazyPruningTest, LazyAndOtherSequencesInOneBatchMatchAlone) {
