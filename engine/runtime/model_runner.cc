@@ -136,7 +136,7 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
   int64_t rows = n;
   last_token_layers_ = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
-    const int64_t n = rows;
+    const int64_t n = rows;  // This layer's rows (shadows the batch size on purpose).
     last_token_layers_ += n;
     Layer& layer = layers_[l];
     RmsNormRows(x_.data(), layer.attn_norm.data(), n, dim, c.rms_eps, xn_.data());
@@ -196,10 +196,6 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
   KV_RETURN_IF_ERROR(output_->Forward(logits_in_.data(), logit_rows, logits_.data()));
   return absl::MakeConstSpan(logits_.data(), logit_rows * c.vocab_size);
 }
-
-}  // namespace kvserve::engine
-
-namespace kvserve::engine {
 
 void ModelRunner::ScoreSlots(int64_t layer, const KvCache& cache,
                              const ForwardBatch::Entry& entry, int32_t row) {
@@ -263,9 +259,11 @@ int64_t ModelRunner::PruneLazyRows(int64_t layer, const KvCache& cache,
       for (int32_t r = lr.first; r < end; ++r) {
         if (positions_[r] < lazy.prompt_length() && r != lr.rank_row) candidates_.push_back(r);
       }
-      // Best score first; ties to the earlier position (rows are in position order).
-      std::stable_sort(candidates_.begin(), candidates_.end(), [this](int32_t a, int32_t b) {
-        return slot_score_[slots_[a]] > slot_score_[slots_[b]];
+      // Best score first; ties to the earlier slot (a total order: deterministic, and
+      // std::sort needs no buffer where std::stable_sort would allocate one).
+      std::sort(candidates_.begin(), candidates_.end(), [this](int32_t a, int32_t b) {
+        const float sa = slot_score_[slots_[a]], sb = slot_score_[slots_[b]];
+        return sa != sb ? sa > sb : slots_[a] < slots_[b];
       });
       for (size_t i = target - 1; i < candidates_.size(); ++i) {
         const int32_t r = candidates_[i];
