@@ -3,7 +3,12 @@
 // KV cache. Matrix products run on oneDNN (Linear); the rest are fused CPU loops.
 //
 // Thread-compatible; engine thread only. Buffers are sized once for `max_batch_tokens`:
-// Forward does not allocate.
+// Forward does not allocate (except that a LazyLLM sequence's own state, lazy_tokens.h, grows
+// with the sequence).
+//
+// LazyLLM entries (ForwardBatch::Entry::lazy) lose prompt rows between layers: after each
+// stage layer the runner ranks the entry's prompt rows by its last prompt row's attention,
+// saves the dropped rows' hidden states in the entry's LazyTokens and compacts the rest.
 #ifndef KVSERVE_ENGINE_RUNTIME_MODEL_RUNNER_H_
 #define KVSERVE_ENGINE_RUNTIME_MODEL_RUNNER_H_
 
