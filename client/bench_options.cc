@@ -71,6 +71,9 @@ void AddBenchFlags(CLI::App& app, BenchOptions& options) {
       ->capture_default_str();
   app.add_option("--timeout", load.timeout_s, "Deadline of each request in seconds")
       ->capture_default_str();
+  app.add_option("--kv-policy", load.kv_policy,
+                 "KV policy spec of every request, e.g. lazyllm or h2o:keep=0.5 (default: the "
+                 "server's / engine's default)");
 }
 
 absl::Status ValidateBenchOptions(const BenchOptions& options) {

@@ -87,6 +87,7 @@ nlohmann::ordered_json BenchReportToJson(const BenchReport& report) {
       {"max_tokens", c.max_tokens},
       {"temperature", c.temperature},
       {"warmup_requests", c.warmup_requests},
+      {"kv_policy", c.kv_policy},
       {"issued", report.issued},
       {"completed", report.completed},
       {"errored", report.errored},
@@ -118,6 +119,7 @@ std::string FormatBenchReportTable(const BenchReport& report) {
   absl::StrAppendFormat(&out,
                         "requests    prompt %d tokens, max_tokens %d, temperature %g, warmup %d\n",
                         c.prompt_tokens, c.max_tokens, c.temperature, c.warmup_requests);
+  if (!c.kv_policy.empty()) absl::StrAppend(&out, "            KV policy ", c.kv_policy, "\n");
   if (c.shared_prefix_tokens > 0) {
     absl::StrAppendFormat(&out, "            first %d prompt tokens shared by every request\n",
                           c.shared_prefix_tokens);

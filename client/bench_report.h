@@ -59,6 +59,7 @@ struct BenchConfig {
   int max_tokens = 0;          // max_tokens of every request.
   float temperature = 0;       // Sampling temperature of every request.
   int warmup_requests = 0;     // Unmeasured requests run first.
+  std::string kv_policy;       // KV policy spec of every request; empty = the target's default.
 };
 
 struct BenchReport {

@@ -79,6 +79,16 @@ void EngineGenerationTarget::StartGenerate(const WorkItem& item, GenerationCallb
     valid = absl::InvalidArgumentError(
         absl::StrCat("max_tokens must be >= 1, got ", item.max_tokens));
   }
+  std::shared_ptr<const engine::KvPolicy> kv_policy;
+  if (valid.ok() && !item.kv_policy.empty()) {
+    absl::StatusOr<std::shared_ptr<const engine::KvPolicy>> policy =
+        engine::CreateKvPolicy(item.kv_policy);
+    if (policy.ok()) {
+      kv_policy = *std::move(policy);
+    } else {
+      valid = policy.status();
+    }
+  }
   if (!valid.ok()) {
     callbacks.on_done({.status = std::move(valid)});
     return;
@@ -88,6 +98,7 @@ void EngineGenerationTarget::StartGenerate(const WorkItem& item, GenerationCallb
   request->prompt_ids.assign(item.prompt_token_ids.begin(), item.prompt_token_ids.end());
   request->sampling = sampling;
   request->max_tokens = item.max_tokens;
+  request->kv_policy = std::move(kv_policy);  // Null: keep the whole KV cache.
   request->deadline = absl::Now() + absl::Seconds(item.timeout_s);
   request->stream = std::make_shared<server::GenerationStream>();
   // The notify callback runs after each engine-side call (on the engine thread, or here for

@@ -32,6 +32,7 @@ struct WorkItem {
   float temperature = 0;                  // 0 = greedy.
   uint64_t seed = 0;                      // Sampler seed.
   double timeout_s = 60;                  // Deadline of the whole request, from its start.
+  std::string kv_policy;                  // KV policy spec; empty = the target's default.
 };
 
 // How one generation ended.

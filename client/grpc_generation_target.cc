@@ -33,6 +33,7 @@ class GrpcGenerationTarget::GenerateCall final
     params->mutable_prompt_token_ids()->Add(item.prompt_token_ids.begin(),
                                             item.prompt_token_ids.end());
     params->set_max_tokens(item.max_tokens);
+    if (!item.kv_policy.empty()) params->set_kv_policy(item.kv_policy);
     params->mutable_sampling()->set_temperature(item.temperature);
     params->mutable_sampling()->set_seed(item.seed);
     context_.set_deadline(DeadlineAfter(item.timeout_s));

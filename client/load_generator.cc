@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "engine/policy/kv_policy.h"
 
 namespace kvserve::client {
 namespace {
@@ -132,6 +133,7 @@ class LoadRun {
     item.temperature = options_.temperature;
     item.seed = MixSeed(options_.seed, stream + 100, static_cast<uint64_t>(index));
     item.timeout_s = options_.timeout_s;
+    item.kv_policy = options_.kv_policy;
 
     auto state = std::make_shared<RequestState>();
     state->sent_prompt_tokens = options_.prompt_tokens;
@@ -218,6 +220,11 @@ absl::Status ValidateLoadGenOptions(const LoadGenOptions& o) {
   if (!Finite(o.timeout_s) || o.timeout_s <= 0) {
     return invalid("--timeout must be finite and > 0, got ", o.timeout_s);
   }
+  if (!o.kv_policy.empty()) {
+    absl::StatusOr<std::shared_ptr<const engine::KvPolicy>> policy =
+        engine::CreateKvPolicy(o.kv_policy);
+    if (!policy.ok()) return invalid("--kv-policy: ", policy.status().message());
+  }
   return absl::OkStatus();
 }
 
@@ -287,6 +294,7 @@ absl::StatusOr<BenchReport> RunLoad(GenerationTarget& target, const LoadGenOptio
   config.max_tokens = options.max_tokens;
   config.temperature = options.temperature;
   config.warmup_requests = options.warmup_requests;
+  config.kv_policy = options.kv_policy;
   return run.Report(config);
 }
 

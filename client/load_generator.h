@@ -51,6 +51,9 @@ struct LoadGenOptions {
   int warmup_requests = 0;
   // Deadline of each request, in seconds. > 0.
   double timeout_s = 60;
+  // KV policy spec of every request (engine/policy/kv_policy.h, e.g. "lazyllm"); empty = the
+  // target's default. Must parse (CreateKvPolicy).
+  std::string kv_policy;
 };
 
 // INVALID_ARGUMENT naming the first bad field (and the flag that sets it).

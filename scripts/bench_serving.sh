@@ -5,13 +5,16 @@
 #   (b) synthetic TinyLlama-1.1B-shaped model, in-process, --threads 2, bf16 and f32 weights;
 #   (c) prefix caching: TTFT p50 with and without a 256-token prompt prefix shared by every
 #       request (bundled model in-process and through the server; TinyLlama bf16 in-process);
-#   (d) bundled model through the server at concurrency 64 for 1000 requests: nothing lost.
+#   (d) bundled model through the server at concurrency 64 for 1000 requests: nothing lost;
+#   (e) LazyLLM: TTFT p50 of a 2,000-token prompt on the TinyLlama shape, in-process,
+#       --threads 2, bf16, full cache vs the default lazyllm spec (one prefill step each).
 #
-# Usage: scripts/bench_serving.sh [--build-dir DIR] [--work-dir DIR] [--quick] [--sections abcd]
+# Usage: scripts/bench_serving.sh [--build-dir DIR] [--work-dir DIR] [--quick] [--sections abcde]
 #   --build-dir  where kvserve, kvserve-bench and kvserve-make-model are (default: build)
 #   --work-dir   cache for the synthetic model, JSON reports and logs (default /tmp/kvserve-bench)
-#   --quick      a fraction of the requests, to check the script itself (numbers are noisy)
-#   --sections   which tables to produce (default abcd)
+#   --quick      a fraction of the requests, to check the script itself (numbers are noisy);
+#                (e) then runs on the bundled model with 400-token prompts (context 512)
+#   --sections   which tables to produce (default abcde)
 # Environment: OMP_WAIT_POLICY defaults to PASSIVE here (see client/README.md: on a shared or
 # oversubscribed machine, spinning OpenMP threads stall engine steps by a scheduler slice).
 # Takes about 10-15 minutes on 2 cores; the TinyLlama model (2.2 GB) is generated once.
@@ -21,7 +24,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="$ROOT/build"
 WORK="/tmp/kvserve-bench"
 QUICK=0
-SECTIONS="abcd"
+SECTIONS="abcde"
 B_WAVES="${B_WAVES:-1}"  # (b): waves of C requests per concurrency level.
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -29,7 +32,7 @@ while [[ $# -gt 0 ]]; do
     --work-dir) WORK="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
     --sections) SECTIONS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -258,6 +261,40 @@ if has d; then
   verdict="every request completed or ended with a defined status"
   [[ "$lost" != 0 ]] && verdict="REQUESTS WERE LOST"
   echo "completed $(field d-grpc-c64 'r["completed"]') / errors $(field d-grpc-c64 'r["errored"]') ($errors) / lost $lost: $verdict."
+  echo
+fi
+
+# --- (e) LazyLLM: TTFT of a long prompt, full cache vs lazyllm ----------------------------------
+if has e; then
+  # Concurrency 1, so TTFT is the request's own prefill; --max-batch-tokens 2048 puts the whole
+  # prompt in one step (LazyLLM prunes per prefill step: chunks would each be pruned alone).
+  if [[ $QUICK == 1 ]]; then
+    E_MODEL="$SMALL_MODEL"; E_NAME="stories260K"; E_PROMPT=400; E_EXTRA=()
+  else
+    ensure_tinyllama
+    E_MODEL="$TINYLLAMA"; E_NAME="TinyLlama-1.1B shape, bf16"; E_PROMPT=2000
+    E_EXTRA=(--weight-type bf16 --timeout 1800)
+  fi
+  E_FLAGS=(--model "$E_MODEL" --threads 2 --prompt-tokens "$E_PROMPT" --max-tokens 2
+           --concurrency 1 --warmup 1 --seed 5 --max-batch-tokens 2048 "${E_EXTRA[@]}")
+  n=$(n_requests 5 1)
+  [[ $QUICK == 1 ]] && n=3
+  run_bench e-full "${E_FLAGS[@]}" --requests "$n" --kv-policy full
+  run_bench e-lazy "${E_FLAGS[@]}" --requests "$n" --kv-policy lazyllm
+
+  echo "## (e) LazyLLM: time to first token, $E_PROMPT-token prompt"
+  echo
+  echo "$E_NAME, in-process, \`--threads 2\`, concurrency 1, one warmup request, $n measured"
+  echo "requests, the whole prompt in one prefill step (\`--max-batch-tokens 2048\`). \`lazyllm\` ="
+  echo "\`lazyllm:stages=3,first=0.7,keep=0.3\` (prompt rows kept 70% / 50% / 30% after 1/4, 1/2, 3/4"
+  echo "of the layers)."
+  echo
+  echo "| model | KV policy | TTFT p50 ms | TTFT min ms | full / lazyllm |"
+  echo "|---|---|---:|---:|---:|"
+  full="$(ms e-full 'r["ttft_s"]["p50"]')"
+  lazy="$(ms e-lazy 'r["ttft_s"]["p50"]')"
+  echo "| $E_NAME | full | $full | $(ms e-full 'r["ttft_s"]["min"]') | |"
+  echo "| $E_NAME | $(field e-lazy 'r["kv_policy"]') | $lazy | $(ms e-lazy 'r["ttft_s"]["min"]') | $(ratio "$full" "$lazy")x |"
   echo
 fi
 

@@ -75,6 +75,7 @@ struct SequenceStats {
   double nll_policy = 0;
   double kl = 0;
   double agree = 0;
+  double first_agree = 0;  // The first scored position (the prefill's logits) agreed.
   double retained = 0;  // Sum over positions of the retained attention mass.
   int64_t tokens = 0;
   int32_t first_divergence = 0;
@@ -362,7 +363,9 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
       it.stats.kl += std::max(kl, 0.0);
       it.stats.nll_policy -= lp_policy[target];
       it.stats.nll_full -= lp_full[target];
-      it.stats.agree += Argmax(policy_logits) == Argmax(full_logits) ? 1 : 0;
+      const double same = Argmax(policy_logits) == Argmax(full_logits) ? 1 : 0;
+      it.stats.agree += same;
+      if (it.stats.tokens == 0) it.stats.first_agree = same;
       attending.assign(it.kept_before.begin(), it.kept_before.end());
       for (int32_t k = it.computed_before; k < it.target; ++k) attending.push_back(k);
       it.stats.retained += RetainedAttentionMass(engine.LastQueryAttention(it.tf_full), attending);
@@ -454,8 +457,9 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
   for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = static_cast<int32_t>(i);
   const Totals point = Summarise(all_stats, everyone);
   double nll_full = 0, nll_policy = 0, bytes = 0, bytes_full = 0, slots = 0, ttft = 0,
-         ttft_full = 0, divergence = 0, diverged = 0, retained = 0;
+         ttft_full = 0, divergence = 0, diverged = 0, retained = 0, first_agree = 0;
   for (const SequenceStats& s : all_stats) {
+    first_agree += s.first_agree;
     result.scored_tokens += s.tokens;
     retained += s.retained;
     nll_full += s.nll_full;
@@ -476,6 +480,7 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
   result.mean_kl = {point.kl, point.kl, point.kl};
   result.top1_agreement = {point.top1, point.top1, point.top1};
   result.retained_attention_mass = retained / tokens;
+  result.first_token_agreement = first_agree / n;
   result.kv_bytes_per_sequence = bytes / n;
   result.kv_bytes_full_per_sequence = bytes_full / n;
   result.kv_slots_per_sequence = slots / n;
@@ -555,6 +560,7 @@ nlohmann::json ToJson(const EvalResult& r) {
       {"ttft_s", r.ttft_s},
       {"ttft_full_s", r.ttft_full_s},
       {"retained_attention_mass", r.retained_attention_mass},
+      {"first_token_agreement", r.first_token_agreement},
       {"wall_s", r.wall_s},
   };
 }

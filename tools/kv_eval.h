@@ -92,6 +92,9 @@ struct EvalResult {
   // Mean over positions of the share of the full cache's last-query attention (mean over heads
   // and layers) that falls on the tokens the policy's cache held when it attended.
   double retained_attention_mass = 0;
+  // Share of sequences whose first scored token (predicted from the prefill alone: what
+  // LazyLLM changes) has the full cache's argmax.
+  double first_token_agreement = 0;
   double first_divergence = 0;    // Mean greedy tokens before the first difference.
   double diverged_fraction = 0;   // Greedy pairs that differed within greedy_tokens.
   int32_t greedy_tokens = 0;

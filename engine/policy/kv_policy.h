@@ -56,6 +56,13 @@ struct SequenceKvView {
   bool prompt_done = false;          // All prompt tokens are in the cache.
 };
 
+// One LazyLLM pruning stage: after layer `after_layer`, a prefill step keeps the best `keep`
+// fraction of its prompt rows for the layers that follow (engine/runtime/lazy_tokens.h).
+struct LazyStage {
+  int32_t after_layer = 0;
+  float keep = 1.0f;
+};
+
 class KvPolicy {
  public:
   virtual ~KvPolicy() = default;
@@ -78,9 +85,14 @@ class KvPolicy {
   // Returns the slots to keep, ascending, or an empty vector to keep everything. Called after
   // every step in which the sequence computed tokens.
   virtual std::vector<int32_t> Plan(const SequenceKvView& view, PolicyState& state) const = 0;
+
+  // Computation-deferring policies (LazyLLM): the pruning stages for a model of `n_layers`
+  // layers, ascending by layer. Empty (the default) = every token runs through every layer.
+  virtual std::vector<LazyStage> LazyStages(int32_t n_layers) const { return {}; }
 };
 
-// Builds a policy from a spec string. Known names: full, window, h2o, keyformer, snapkv.
+// Builds a policy from a spec string. Known names: full, window, h2o, keyformer, snapkv,
+// lazyllm.
 // INVALID_ARGUMENT for an unknown name, an unknown parameter or an out-of-range value; the
 // message lists what is accepted.
 absl::StatusOr<std::shared_ptr<const KvPolicy>> CreateKvPolicy(std::string_view spec);

@@ -11,6 +11,7 @@
 #include "engine/policy/h2o_policy.h"
 #include "engine/policy/keyformer_policy.h"
 #include "engine/policy/kv_policy.h"
+#include "engine/policy/lazyllm_policy.h"
 #include "engine/policy/snapkv_policy.h"
 #include "engine/policy/window_policy.h"
 
@@ -31,7 +32,7 @@ absl::StatusOr<double> Param(const PolicySpec& spec, const std::string& key, dou
 }  // namespace
 
 std::vector<std::string> RegisteredKvPolicyNames() {
-  return {"full", "window", "h2o", "keyformer", "snapkv"};
+  return {"full", "window", "h2o", "keyformer", "snapkv", "lazyllm"};
 }
 
 absl::StatusOr<std::shared_ptr<const KvPolicy>> CreateKvPolicy(std::string_view text) {
@@ -71,6 +72,7 @@ absl::StatusOr<std::shared_ptr<const KvPolicy>> CreateKvPolicy(std::string_view 
     return std::make_shared<const SnapKvPolicy>(spec, p, static_cast<int32_t>(window),
                                                 static_cast<int32_t>(kernel));
   }
+  if (spec.name == "lazyllm") return LazyLlmPolicy::Create(std::move(spec));
   return absl::InvalidArgumentError(absl::StrCat("unknown KV policy \"", spec.name,
                                                  "\"; known: ",
                                                  absl::StrJoin(RegisteredKvPolicyNames(), ", ")));

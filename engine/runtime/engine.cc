@@ -10,6 +10,7 @@
 #include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
 #include "engine/runtime/kv_cache.h"
+#include "engine/runtime/lazy_tokens.h"
 #include "engine/compute/ops.h"
 #include "engine/runtime/model_runner.h"
 
@@ -29,6 +30,7 @@ struct Engine::SequenceState {
   Sampler sampler;
   std::shared_ptr<const KvPolicy> policy;  // Null: keep everything.
   PolicyState policy_state;
+  std::unique_ptr<LazyTokens> lazy;  // LazyLLM policies only.
   int32_t max_new_tokens = 0;
   bool record_attention = false;
   std::vector<int32_t> positions;     // record_attention: original position of each slot.
@@ -42,6 +44,7 @@ class Engine::PolicyObserver : public LayerQueryObserver {
  public:
   struct Item {
     SequenceState* sequence;
+    int32_t entry;            // Index in the batch.
     int32_t first;            // Batch rows of the entry.
     int32_t count;
     int32_t first_token;      // Token index of the entry's first row.
@@ -52,13 +55,17 @@ class Engine::PolicyObserver : public LayerQueryObserver {
 
   std::vector<Item>& items() { return items_; }
 
-  void OnLayerQueries(int64_t layer, const float* q, const KvCache& cache) override {
+  void OnLayerQueries(int64_t layer, const float* q, const KvCache& cache,
+                      absl::Span<const int32_t> last_rows) override {
     const int64_t hd = config_.head_dim;
     const int64_t group = config_.n_heads / config_.n_kv_heads;
     for (const Item& item : items_) {
       SequenceState& s = *item.sequence;
-      if (s.record_attention && item.want_logits) RecordAttention(layer, q, cache, item);
-      if (s.policy == nullptr) continue;
+      if (s.record_attention && item.want_logits) {
+        RecordAttention(layer, q, cache, item, last_rows[item.entry]);
+      }
+      // LazyLLM wants no rows (needs() is kNone), and only its last row stays put.
+      if (s.policy == nullptr || s.lazy != nullptr) continue;
       const KvPolicy::Needs needs = s.policy->needs();
       for (int32_t r = 0; r < item.count; ++r) {
         const int32_t token = item.first_token + r;
@@ -93,6 +100,18 @@ class Engine::PolicyObserver : public LayerQueryObserver {
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int32_t bs = cache.block_size();
     logits_.resize(slot + 1);
+    if (s.lazy != nullptr) {  // LazyLLM: slots without KV in this layer were not attended.
+      key_.resize(hd);
+      for (int32_t j = 0; j <= slot; ++j) {
+        if (s.lazy->depth(j) <= layer) {
+          logits_[j] = -INFINITY;
+          continue;
+        }
+        cache.ReadKey(s.blocks[j / bs], layer, j % bs, kv_offset, hd, key_.data());
+        logits_[j] = Dot(qh, key_.data(), hd) * scale;
+      }
+      return;
+    }
     if (cache.dtype() == KvDtype::kF32) {
       for (int32_t j = 0; j <= slot; ++j) {
         logits_[j] = Dot(qh, cache.Key(s.blocks[j / bs], layer, j % bs) + kv_offset, hd) * scale;
@@ -108,16 +127,16 @@ class Engine::PolicyObserver : public LayerQueryObserver {
 
   // Adds the entry's last query's softmax of every head, / (heads * layers), to the
   // sequence's last_attention (reset at layer 0).
-  void RecordAttention(int64_t layer, const float* q, const KvCache& cache, const Item& item) {
+  void RecordAttention(int64_t layer, const float* q, const KvCache& cache, const Item& item,
+                       int32_t row) {
     SequenceState& s = *item.sequence;
     const int64_t hd = config_.head_dim;
     const int64_t group = config_.n_heads / config_.n_kv_heads;
-    const int32_t r = item.count - 1;
-    const int32_t slot = item.start_slot + r;
+    const int32_t slot = item.start_slot + item.count - 1;
     if (layer == 0) s.last_attention.assign(slot + 1, 0.0f);
     const double weight = 1.0 / static_cast<double>(config_.n_heads * config_.n_layers);
     for (int64_t h = 0; h < config_.n_heads; ++h) {
-      const float* qh = q + (item.first + r) * config_.n_heads * hd + h * hd;
+      const float* qh = q + static_cast<int64_t>(row) * config_.n_heads * hd + h * hd;
       ComputeLogits(layer, qh, (h / group) * hd, cache, s, slot);
       const float max = *std::max_element(logits_.begin(), logits_.end());
       double sum = 0;
@@ -274,6 +293,11 @@ absl::Status Engine::AddSequence(SequenceId id, SequenceSpec spec) {
     state->policy = std::move(spec.kv_policy);
     state->policy_state.seed = spec.sampling.seed;
     state->policy_state.max_new_tokens = spec.max_new_tokens;
+    std::vector<LazyStage> stages = state->policy->LazyStages(c.n_layers);
+    if (!stages.empty()) {
+      state->lazy = std::make_unique<LazyTokens>(c.n_layers, c.dim, state->prompt_length,
+                                                 std::move(stages));
+    }
   }
   // Compressed sequences hold slots that are not their prompt's prefix: no sharing for them.
   if (options_.enable_prefix_cache && state->policy == nullptr) MatchCachedPrefix(*state);
@@ -339,6 +363,7 @@ void Engine::Preempt(SequenceId id) {
   const PolicyState fresh{.seed = s.policy_state.seed,
                           .max_new_tokens = s.policy_state.max_new_tokens};
   s.policy_state = fresh;
+  if (s.lazy != nullptr) s.lazy->Reset();
 }
 
 absl::Status Engine::ForceNextToken(SequenceId id, TokenId token) {
@@ -387,7 +412,8 @@ int64_t Engine::SequenceKvBytes(SequenceId id) const {
   if (it == sequences_.end()) return 0;
   const SequenceState& s = *it->second;
   return static_cast<int64_t>(s.blocks.size()) * kv_cache_->block_bytes() +
-         static_cast<int64_t>(s.policy_state.scores.capacity() * sizeof(float));
+         static_cast<int64_t>(s.policy_state.scores.capacity() * sizeof(float)) +
+         (s.lazy != nullptr ? s.lazy->bytes() : 0);
 }
 
 void Engine::Compact(SequenceState& s, const std::vector<int32_t>& keep) {
@@ -473,12 +499,23 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
         "plan needs %d KV blocks; %d are free", blocks_needed, kv_cache_->free_blocks()));
   }
 
-  // Allocate blocks and pack the ragged batch.
+  // Allocate blocks and pack the ragged batch, LazyLLM entries last (the runner compacts
+  // their rows between layers). batch_entry_[i]: the batch entry of plan entry i.
   ForwardBatch& batch = batch_;
   batch.tokens.clear();
   batch.entries.clear();
   policy_observer_->items().clear();
-  for (const StepPlan::Entry& e : plan.entries) {
+  batch_order_.clear();
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 0; i < plan.entries.size(); ++i) {
+      const bool lazy = sequences_.at(plan.entries[i].sequence)->lazy != nullptr;
+      if (lazy == (pass == 1)) batch_order_.push_back(static_cast<int32_t>(i));
+    }
+  }
+  batch_entry_.resize(plan.entries.size());
+  for (const int32_t plan_index : batch_order_) {
+    const StepPlan::Entry& e = plan.entries[plan_index];
+    batch_entry_[plan_index] = static_cast<int32_t>(batch.entries.size());
     SequenceState& s = *sequences_.at(e.sequence);
     const int64_t need = BlocksNeeded(e.sequence, e.num_tokens);
     for (int64_t i = 0; i < need; ++i) s.blocks.push_back(*kv_cache_->Allocate());
@@ -489,9 +526,11 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
     entry.start_slot = s.num_slots;
     entry.blocks = &s.blocks;
     entry.want_logits = s.num_computed + e.num_tokens == static_cast<int32_t>(s.tokens.size());
+    entry.lazy = s.lazy.get();
     if (s.policy != nullptr) s.policy_state.scores.resize(s.num_slots + e.num_tokens, 0.0f);
     if (s.policy != nullptr || s.record_attention) {
       policy_observer_->items().push_back({.sequence = &s,
+                                           .entry = static_cast<int32_t>(batch.entries.size()),
                                            .first = entry.first,
                                            .count = e.num_tokens,
                                            .first_token = s.num_computed,
@@ -507,11 +546,17 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
   KV_ASSIGN_OR_RETURN(absl::Span<const float> logits, runner_->Forward(batch, *kv_cache_));
 
   stats_.computed_tokens += total_tokens;
+  stats_.computed_token_layers += runner_->last_token_layers();
   StepResult result;
   result.batch_tokens = static_cast<int32_t>(total_tokens);
   result.outputs.reserve(plan.entries.size());
   const int64_t vocab = model_->config.vocab_size;
-  int64_t row = 0;
+  // Logit rows come in batch order.
+  logit_row_.assign(batch.entries.size(), -1);
+  int64_t rows_so_far = 0;
+  for (size_t b = 0; b < batch.entries.size(); ++b) {
+    if (batch.entries[b].want_logits) logit_row_[b] = rows_so_far++;
+  }
   for (size_t i = 0; i < plan.entries.size(); ++i) {
     SequenceState& s = *sequences_.at(plan.entries[i].sequence);
     if (s.record_attention) {
@@ -523,11 +568,11 @@ absl::StatusOr<StepResult> Engine::Step(const StepPlan& plan) {
     s.num_slots += plan.entries[i].num_tokens;
     if (options_.enable_prefix_cache && s.policy == nullptr) RegisterFullBlocks(s);
     StepResult::Output out{.sequence = plan.entries[i].sequence, .token = std::nullopt};
-    if (batch.entries[i].want_logits) {
+    const int64_t row = logit_row_[batch_entry_[i]];
+    if (row >= 0) {
       const absl::Span<const float> row_logits = logits.subspan(row * vocab, vocab);
       const TokenId token = s.sampler.Sample(row_logits);
       if (plan.return_logits) out.logits = row_logits;
-      ++row;
       s.tokens.push_back(token);
       out.token = token;
     }

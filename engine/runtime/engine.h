@@ -47,6 +47,8 @@ struct EngineStats {
   int64_t prefix_cache_query_tokens = 0;  // Prompt tokens looked up in the prefix cache.
   int64_t prefix_cache_hit_tokens = 0;    // Of those, tokens whose KV was reused.
   int64_t computed_tokens = 0;            // Tokens run through the model.
+  // Token x layer units actually computed: computed_tokens x layers, less what LazyLLM pruned.
+  int64_t computed_token_layers = 0;
   // Tokens evicted by KV policies, by policy name.
   absl::flat_hash_map<std::string, int64_t> evicted_tokens_by_policy;
 };
@@ -88,7 +90,8 @@ class Engine {
   void RemoveSequence(SequenceId id);
   // Frees a sequence's KV but keeps its tokens (prompt + generated so far); the next steps
   // recompute them (preemption by recomputation). Its sampler state is kept, so it continues
-  // exactly as it would have.
+  // exactly as it would have. Policy and LazyLLM state restart (a lazy sequence prunes its
+  // prompt again the same way when its prompt is recomputed in the same chunks).
   void Preempt(SequenceId id);
 
   // Teacher forcing: replaces the token just sampled for `id` (not yet computed) by `token`,
@@ -104,7 +107,8 @@ class Engine {
   int64_t BlocksNeeded(SequenceId id, int32_t n) const;
   // Live KV slots of `id` (its tokens in the cache after any eviction).
   int32_t KvSlots(SequenceId id) const;
-  // Bytes `id` holds: its KV blocks plus its policy's per-slot scores.
+  // Bytes `id` holds: its KV blocks plus its policy's per-slot scores and LazyLLM state
+  // (depths and the aux store of pruned tokens' hidden states).
   int64_t SequenceKvBytes(SequenceId id) const;
   // With SequenceSpec::record_attention (else empty): the original position of each live slot,
   // and the attention of the last query of the latest step that sampled for `id` (softmax
@@ -148,6 +152,9 @@ class Engine {
   std::unique_ptr<KvCache> kv_cache_;
   absl::flat_hash_map<SequenceId, std::unique_ptr<SequenceState>> sequences_;
   ForwardBatch batch_;  // Reused every step.
+  std::vector<int32_t> batch_order_;  // Plan entry indices in batch order (Step scratch).
+  std::vector<int32_t> batch_entry_;  // Per plan entry: its batch entry (Step scratch).
+  std::vector<int64_t> logit_row_;    // Per batch entry: its logits row or -1 (Step scratch).
   EngineStats stats_;
   std::unique_ptr<PolicyObserver> policy_observer_;
 };

@@ -1,6 +1,7 @@
 #include "engine/runtime/model_runner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -45,6 +46,12 @@ ModelRunner::ModelRunner(PrivateKey, const ModelFile& model, const ModelRunnerOp
   queries_.resize(rows);
   positions_.resize(rows);
   slots_.resize(rows);
+  lazy_rows_.reserve(64);
+  slot_score_.resize(config_.context_length);
+  head_logits_.resize(config_.context_length);
+  key_row_.resize(kv_dim);
+  candidates_.reserve(rows);
+  keep_row_.resize(rows);
 }
 
 absl::StatusOr<std::unique_ptr<ModelRunner>> ModelRunner::Create(
@@ -91,21 +98,46 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
 
   // Embeddings, positions and attention queries of every packed token.
   int64_t logit_rows = 0;
-  for (const ForwardBatch::Entry& e : batch.entries) {
-    for (int32_t i = 0; i < e.count; ++i) {
-      const int32_t t = e.first + i;
-      positions_[t] = e.start_position + i;
-      slots_[t] = e.start_slot + i;
+  last_rows_.resize(batch.entries.size());
+  lazy_rows_.clear();
+  for (size_t i = 0; i < batch.entries.size(); ++i) {
+    const ForwardBatch::Entry& e = batch.entries[i];
+    if (e.lazy == nullptr && !lazy_rows_.empty()) {
+      return absl::InvalidArgumentError("LazyLLM batch entries must come after all others");
+    }
+    const int16_t* depth = nullptr;
+    if (e.lazy != nullptr) {
+      LazyTokens& lazy = *e.lazy;
+      lazy.EnsureSlots(e.start_slot + e.count);
+      for (int32_t k = 0; k < e.count; ++k) lazy.Revive(e.start_slot + k);  // Full depth.
+      depth = lazy.depth_data();
+      LazyRows lr{.entry = static_cast<int32_t>(i), .first = e.first, .count = e.count};
+      const int32_t prompt_left = lazy.prompt_length() - e.start_position;
+      lr.prompt_rows = std::clamp(prompt_left, 0, e.count);
+      if (lr.prompt_rows > 0) lr.rank_row = e.first + lr.prompt_rows - 1;
+      lazy_rows_.push_back(lr);
+    }
+    for (int32_t k = 0; k < e.count; ++k) {
+      const int32_t t = e.first + k;
+      positions_[t] = e.start_position + k;
+      slots_[t] = e.start_slot + k;
       // The attention kernel indexes slots: a query sees slots 0..its own.
-      queries_[t] = {.blocks = e.blocks, .position = slots_[t]};
+      queries_[t] = {.blocks = e.blocks, .position = slots_[t], .depth = depth};
       KV_RETURN_IF_ERROR(DecodeToF32(model_.weights.token_embedding,
                                      static_cast<int64_t>(batch.tokens[t]) * dim,
                                      absl::MakeSpan(x_.data() + t * dim, dim)));
     }
+    last_rows_[i] = e.first + e.count - 1;
     if (e.want_logits) ++logit_rows;
   }
 
+  // Rows shrink as LazyLLM entries drop pruned tokens (they are last, so the rows of every
+  // other entry never move).
+  int64_t rows = n;
+  last_token_layers_ = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
+    const int64_t n = rows;  // This layer's rows (shadows the batch size on purpose).
+    last_token_layers_ += n;
     Layer& layer = layers_[l];
     RmsNormRows(x_.data(), layer.attn_norm.data(), n, dim, c.rms_eps, xn_.data());
     KV_RETURN_IF_ERROR(layer.wqkv->Forward(xn_.data(), n, qkv_.data()));
@@ -130,7 +162,9 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
       cache.WriteValue(block, l, slot % block_size, row + q_dim + kv_dim);
     }
     attention_.Forward(cache, l, absl::MakeConstSpan(queries_.data(), n), q_.data(), att_.data());
-    if (batch.observer != nullptr) batch.observer->OnLayerQueries(l, q_.data(), cache);
+    if (batch.observer != nullptr) {
+      batch.observer->OnLayerQueries(l, q_.data(), cache, last_rows_);
+    }
     KV_RETURN_IF_ERROR(layer.wo->Forward(att_.data(), n, proj_.data()));
     Add(x_.data(), proj_.data(), n * dim);
 
@@ -142,6 +176,7 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
     }
     KV_RETURN_IF_ERROR(layer.down->Forward(ffn_.data(), n, proj_.data()));
     Add(x_.data(), proj_.data(), n * dim);
+    if (!lazy_rows_.empty()) rows = PruneLazyRows(l, cache, batch);
   }
 
   if (logit_rows == 0) return absl::Span<const float>();
@@ -151,15 +186,111 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
     logits_.resize(logit_rows * c.vocab_size);
   }
   int64_t row = 0;
-  for (const ForwardBatch::Entry& e : batch.entries) {
-    if (!e.want_logits) continue;
-    const int64_t last = e.first + e.count - 1;
+  for (size_t i = 0; i < batch.entries.size(); ++i) {
+    if (!batch.entries[i].want_logits) continue;
+    const int64_t last = last_rows_[i];
     RmsNorm(x_.data() + last * dim, output_norm_.data(), dim, c.rms_eps,
             logits_in_.data() + row * dim);
     ++row;
   }
   KV_RETURN_IF_ERROR(output_->Forward(logits_in_.data(), logit_rows, logits_.data()));
   return absl::MakeConstSpan(logits_.data(), logit_rows * c.vocab_size);
+}
+
+void ModelRunner::ScoreSlots(int64_t layer, const KvCache& cache,
+                             const ForwardBatch::Entry& entry, int32_t row) {
+  const ModelConfig& c = config_;
+  const int64_t hd = c.head_dim;
+  const int64_t group = c.n_heads / c.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int32_t bs = cache.block_size();
+  const int32_t last = slots_[row];
+  const LazyTokens& lazy = *entry.lazy;
+  const float* q = q_.data() + static_cast<int64_t>(row) * c.n_heads * hd;
+  std::fill(slot_score_.begin(), slot_score_.begin() + last + 1, 0.0f);
+  const float weight = 1.0f / static_cast<float>(c.n_heads);
+  for (int64_t h = 0; h < c.n_heads; ++h) {
+    const int64_t kv_offset = (h / group) * hd;
+    float max = -INFINITY;
+    for (int32_t j = 0; j <= last; ++j) {
+      if (lazy.depth(j) <= layer) {  // No KV here: the kernel did not attend to it either.
+        head_logits_[j] = -INFINITY;
+        continue;
+      }
+      // Dtype-aware: the key as the attention kernel saw it.
+      cache.ReadKey((*entry.blocks)[j / bs], layer, j % bs, kv_offset, hd, key_row_.data());
+      head_logits_[j] = Dot(q + h * hd, key_row_.data(), hd) * scale;
+      max = std::max(max, head_logits_[j]);
+    }
+    double sum = 0;
+    for (int32_t j = 0; j <= last; ++j) sum += std::exp(head_logits_[j] - max);
+    const float inv = static_cast<float>(1.0 / sum) * weight;
+    for (int32_t j = 0; j <= last; ++j) slot_score_[j] += std::exp(head_logits_[j] - max) * inv;
+  }
+}
+
+int64_t ModelRunner::PruneLazyRows(int64_t layer, const KvCache& cache,
+                                   const ForwardBatch& batch) {
+  const int64_t dim = config_.dim;
+  int32_t write = lazy_rows_.front().first;
+  for (LazyRows& lr : lazy_rows_) {
+    const ForwardBatch::Entry& e = batch.entries[lr.entry];
+    LazyTokens& lazy = *e.lazy;
+    const std::vector<LazyStage>& stages = lazy.stages();
+    const LazyStage* stage = nullptr;
+    if (lr.next_stage < stages.size() && stages[lr.next_stage].after_layer == layer) {
+      stage = &stages[lr.next_stage++];
+    }
+    const int32_t end = lr.first + lr.count;
+    // Prompt rows still running (the ranking row included).
+    int32_t active = 0;
+    for (int32_t r = lr.first; r < end; ++r) active += positions_[r] < lazy.prompt_length();
+    int32_t target = active;
+    if (stage != nullptr && lr.rank_row >= 0) {
+      // Tolerance: keep is a float, and ceil(0.3f * 100) must be 30.
+      const double want = std::ceil(static_cast<double>(stage->keep) * lr.prompt_rows *
+                                    (1.0 - 1e-6));
+      target = std::max(1, std::min(active, static_cast<int32_t>(want)));
+    }
+    std::fill(keep_row_.begin() + lr.first, keep_row_.begin() + end, uint8_t{1});
+    if (target < active) {
+      ScoreSlots(layer, cache, e, lr.rank_row);
+      candidates_.clear();
+      for (int32_t r = lr.first; r < end; ++r) {
+        if (positions_[r] < lazy.prompt_length() && r != lr.rank_row) candidates_.push_back(r);
+      }
+      // Best score first; ties to the earlier slot (a total order: deterministic, and
+      // std::sort needs no buffer where std::stable_sort would allocate one).
+      std::sort(candidates_.begin(), candidates_.end(), [this](int32_t a, int32_t b) {
+        const float sa = slot_score_[slots_[a]], sb = slot_score_[slots_[b]];
+        return sa != sb ? sa > sb : slots_[a] < slots_[b];
+      });
+      for (size_t i = target - 1; i < candidates_.size(); ++i) {
+        const int32_t r = candidates_[i];
+        keep_row_[r] = 0;
+        lazy.Prune(slots_[r], static_cast<int16_t>(layer + 1), x_.data() + r * dim);
+      }
+    }
+    // Compact: kept rows move down, in order (write <= r, so rows are never overwritten
+    // before they are read).
+    const int32_t first = write;
+    for (int32_t r = lr.first; r < end; ++r) {
+      if (!keep_row_[r]) continue;
+      if (r == lr.rank_row) lr.rank_row = write;
+      if (write != r) {
+        std::copy_n(x_.data() + static_cast<int64_t>(r) * dim, dim,
+                    x_.data() + static_cast<int64_t>(write) * dim);
+        positions_[write] = positions_[r];
+        slots_[write] = slots_[r];
+        queries_[write] = queries_[r];
+      }
+      ++write;
+    }
+    lr.first = first;
+    lr.count = write - first;
+    last_rows_[lr.entry] = write - 1;
+  }
+  return write;
 }
 
 }  // namespace kvserve::engine

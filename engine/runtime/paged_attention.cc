@@ -136,6 +136,7 @@ void PagedAttention::RunItem(const KvCache& cache, int64_t layer,
   const int64_t kv_offset = item.kv_head * head_dim;
   const int32_t block_size = cache.block_size();
   const std::vector<BlockId>& blocks = *queries[item.first].blocks;
+  const int16_t* depth = queries[item.first].depth;
   int32_t max_position = 0;
   for (int32_t t = item.first; t < item.first + item.count; ++t) {
     max_position = std::max(max_position, queries[t].position);
@@ -186,10 +187,21 @@ void PagedAttention::RunItem(const KvCache& cache, int64_t layer,
       float* partial = partials_.data() +
                        (partial_base_[t] + first_head * chunks + item.chunk) * partial_floats_;
       const int64_t head_stride = chunks * partial_floats_;  // Between heads' partials.
+      if (depth != nullptr) {  // Pruned slots (no KV in this layer) get no weight.
+        for (int64_t j = 0; j < n; ++j) {
+          if (depth[start + j] > layer) continue;
+          for (int64_t h = 0; h < heads; ++h) scores[h * kC + j] = -INFINITY;
+        }
+      }
       for (int64_t h = 0; h < heads; ++h) {
         float* row = scores + h * kC;
         const float max = MaxOf(row, n);
         partial[h * head_stride + head_dim] = max;
+        if (max == -INFINITY) {  // Every slot of the chunk masked: contributes nothing.
+          std::fill(row, row + n, 0.0f);
+          partial[h * head_stride + head_dim + 1] = 0.0f;
+          continue;
+        }
         partial[h * head_stride + head_dim + 1] = ExpShiftSum(row, n, max);
       }
       WeightedValues(scores, heads, value_rows, head_dim, n, partial, head_stride);

@@ -37,9 +37,13 @@ struct AttentionGeometry {
 };
 
 // One query token: its sequence's block table and its position (it attends to 0..position).
+// With `depth` (LazyLLM, engine/runtime/lazy_tokens.h), a query in layer l also ignores every
+// slot j with depth[j] <= l (no KV there); queries sharing `blocks` must share `depth`, and
+// the query's own slot must be visible.
 struct AttentionQuery {
   const std::vector<BlockId>* blocks = nullptr;
   int32_t position = 0;
+  const int16_t* depth = nullptr;  // Per slot; null = every slot has every layer.
 };
 
 class PagedAttention {

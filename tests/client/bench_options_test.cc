@@ -32,7 +32,8 @@ TEST(BenchOptionsTest, FlagsReachTheirFields) {
   const Parsed parsed =
       Parse({"--server", "127.0.0.1:5000", "--concurrency", "4", "--requests", "16",
              "--prompt-tokens", "32", "--max-tokens", "8", "--temperature", "0.5", "--seed", "9",
-             "--warmup", "2", "--timeout", "7.5", "--threads", "3", "--json"});
+             "--warmup", "2", "--timeout", "7.5", "--threads", "3", "--json",
+             "--kv-policy", "lazyllm:keep=0.2"});
   ASSERT_TRUE(parsed.parse_ok);
   const BenchOptions& o = parsed.options;
   EXPECT_EQ(o.server, "127.0.0.1:5000");
@@ -44,6 +45,7 @@ TEST(BenchOptionsTest, FlagsReachTheirFields) {
   EXPECT_EQ(o.load.seed, 9u);
   EXPECT_EQ(o.load.warmup_requests, 2);
   EXPECT_DOUBLE_EQ(o.load.timeout_s, 7.5);
+  EXPECT_EQ(o.load.kv_policy, "lazyllm:keep=0.2");
   EXPECT_EQ(o.threads, 3);
   EXPECT_TRUE(o.json);
   EXPECT_TRUE(ValidateBenchOptions(o).ok()) << ValidateBenchOptions(o);

@@ -94,7 +94,7 @@ TEST(BenchReportToJsonTest, HasEveryDocumentedField) {
   for (const char* key :
        {"target", "model", "mode", "concurrency", "rate", "prompt_tokens",
         "shared_prefix_tokens", "max_tokens",
-        "temperature", "warmup_requests", "issued", "completed", "errored", "lost", "errors",
+        "temperature", "warmup_requests", "kv_policy", "issued", "completed", "errored", "lost", "errors",
         "first_error", "duration_s", "total_prompt_tokens", "total_output_tokens",
         "requests_per_s", "output_tokens_per_s", "prefill_tokens_per_s",
         "decode_tokens_per_s", "ttft_s", "itl_s", "e2e_s"}) {

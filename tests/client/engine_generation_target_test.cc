@@ -195,6 +195,7 @@ TEST(EngineGenerationTargetTest, ReferencePromptsGenerateEveryRequestedToken) {
     item.index = i;
     item.prompt_token_ids = results[i].at("prompt_ids").get<std::vector<int32_t>>();
     item.max_tokens = static_cast<int>(results[i].at("generated_ids").size());
+    if (i % 2 == 1) item.kv_policy = "lazyllm";  // Per-request policies reach the engine.
     (*target)->StartGenerate(item, collector.Callbacks(i));
   }
   ASSERT_TRUE(collector.Wait(absl::Seconds(60)));
@@ -233,7 +234,7 @@ TEST(EngineGenerationTargetTest, FullQueueRefusesWithUnavailableAndLosesNothing)
 TEST(EngineGenerationTargetTest, BadItemsAndExpiredDeadlinesEndWithTheirStatus) {
   auto target = EngineGenerationTarget::Create(SmallEngineOptions());
   ASSERT_TRUE(target.ok()) << target.status();
-  Collector collector(3);
+  Collector collector(4);
   WorkItem zero_tokens;
   zero_tokens.prompt_token_ids = {1, 400, 401};
   zero_tokens.max_tokens = 0;
@@ -242,16 +243,21 @@ TEST(EngineGenerationTargetTest, BadItemsAndExpiredDeadlinesEndWithTheirStatus) 
   hot.max_tokens = 4;
   hot.temperature = 1000;  // Outside the sampler's range.
   (*target)->StartGenerate(hot, collector.Callbacks(1));
+  WorkItem bad_policy = hot;
+  bad_policy.temperature = 0;
+  bad_policy.kv_policy = "nosuch";
   WorkItem late = zero_tokens;
   late.max_tokens = 400;
   late.timeout_s = 1e-3;  // Passes long before 400 tokens are generated.
   (*target)->StartGenerate(late, collector.Callbacks(2));
+  (*target)->StartGenerate(bad_policy, collector.Callbacks(3));
   ASSERT_TRUE(collector.Wait(absl::Seconds(60)));
   const std::vector<Observed> observed = collector.observed();
   EXPECT_EQ(observed[0].outcome.status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(observed[1].outcome.status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(observed[2].outcome.status.code(), absl::StatusCode::kDeadlineExceeded)
       << observed[2].outcome.status;
+  EXPECT_EQ(observed[3].outcome.status.code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(EngineGenerationTargetTest, DestroyingTheTargetEndsEveryStartedGeneration) {

@@ -141,7 +141,9 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidOptionsCase{"negative_warmup", [](LoadGenOptions& o) { o.warmup_requests = -1; },
                            "--warmup"},
         InvalidOptionsCase{"zero_timeout", [](LoadGenOptions& o) { o.timeout_s = 0; },
-                           "--timeout"}),
+                           "--timeout"},
+        InvalidOptionsCase{"bad_kv_policy", [](LoadGenOptions& o) { o.kv_policy = "lazyllm:keep=2"; },
+                           "--kv-policy"}),
     [](const ::testing::TestParamInfo<InvalidOptionsCase>& info) { return info.param.name; });
 
 // A stand-in server for driving RunLoad without gRPC: each request runs on its own thread,

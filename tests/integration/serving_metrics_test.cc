@@ -110,7 +110,8 @@ TEST(ServingMetricsTest, RequestsWithDifferentPoliciesShareABatch) {
       "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
       "park with her friends and her dog. One day, she saw a big red ball";
   const std::vector<std::string> policies = {"", "full", "window:keep=0.3", "h2o:keep=0.3",
-                                             "keyformer:keep=0.3", "snapkv:keep=0.3"};
+                                             "keyformer:keep=0.3", "snapkv:keep=0.3",
+                                             "lazyllm", "lazyllm:first=1,keep=1"};
   std::vector<kvserve::testing::GenerateResult> results(policies.size());
   std::vector<std::thread> clients;
   for (size_t i = 0; i < policies.size(); ++i) {
@@ -123,8 +124,9 @@ TEST(ServingMetricsTest, RequestsWithDifferentPoliciesShareABatch) {
     ASSERT_TRUE(results[i].status.ok()) << policies[i] << ": " << results[i].status.error_message();
     EXPECT_EQ(results[i].token_ids.size(), 120u) << policies[i];
   }
-  // "full" and the server default (full) are identical to each other.
+  // "full", the server default (full) and LazyLLM pruning nothing are identical.
   EXPECT_EQ(results[0].token_ids, results[1].token_ids);
+  EXPECT_EQ(results[0].token_ids, results[7].token_ids);
   Exposition m;
   for (int i = 0; i < 100; ++i) {
     m = Scrape(**server);

@@ -125,7 +125,7 @@ class Tally {
 const std::vector<std::string>& Policies() {
   static const auto* policies = new std::vector<std::string>{
       "", "full", "window:keep=0.5", "h2o:keep=0.5,recent=0.5",
-      "keyformer:keep=0.3,recent=0.3", "snapkv:keep=0.5,window=8"};
+      "keyformer:keep=0.3,recent=0.3", "snapkv:keep=0.5,window=8", "lazyllm"};
   return *policies;
 }
 

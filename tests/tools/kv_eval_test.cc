@@ -115,6 +115,7 @@ TEST_P(ExactTest, MatchesTheFullCacheExactly) {
   EXPECT_EQ(r->delta_ppl.value, 0.0);
   EXPECT_EQ(r->mean_kl.value, 0.0);
   EXPECT_EQ(r->top1_agreement.value, 1.0);
+  EXPECT_EQ(r->first_token_agreement, 1.0);
   EXPECT_EQ(r->diverged_fraction, 0.0);
   EXPECT_EQ(r->first_divergence, 48.0);
   EXPECT_EQ(r->kv_slots_per_sequence, 159.0);
@@ -125,7 +126,8 @@ TEST_P(ExactTest, MatchesTheFullCacheExactly) {
 
 INSTANTIATE_TEST_SUITE_P(Policies, ExactTest,
                          ::testing::Values("full", "window:keep=1", "h2o:keep=1",
-                                           "keyformer:keep=1", "snapkv:keep=1"),
+                                           "keyformer:keep=1", "snapkv:keep=1",
+                                           "lazyllm:first=1,keep=1"),
                          [](const auto& info) {
                            std::string name = info.param;
                            return name.substr(0, name.find(':'));

@@ -23,7 +23,9 @@ std::vector<ContractCase> Cases() {
           {"keyformer", "keyformer:keep=0.3,recent=0.3"},
           {"snapkv", "snapkv:keep=0.3,window=8"},
           {"window_max", "window:keep=1,max=24,sinks=2"},
-          {"h2o_keep1", "h2o:keep=1"}};
+          {"h2o_keep1", "h2o:keep=1"},
+          {"lazyllm", "lazyllm:stages=3,first=0.7,keep=0.3"},
+          {"lazyllm_keep1", "lazyllm:first=1,keep=1"}};
 }
 
 class KvPolicyContractTest : public ::testing::TestWithParam<ContractCase> {};
@@ -109,7 +111,8 @@ TEST_P(KvPolicyContractTest, BudgetProtectedTokensDeterminism) {
   const std::string name(policy->get()->name());
   const auto& params = policy->get()->spec().params;
   const double keep = params.contains("keep") ? params.at("keep") : (name == "full" ? 1.0 : 0.5);
-  if (name == "full" || (keep == 1.0 && !params.contains("max"))) {
+  // LazyLLM only defers computation: it never evicts, whatever its keep.
+  if (name == "full" || name == "lazyllm" || (keep == 1.0 && !params.contains("max"))) {
     EXPECT_EQ(a.live.size(), 180u);  // Nothing evicted.
     for (const auto& p : a.plans) EXPECT_TRUE(p.empty());
     return;
@@ -149,7 +152,8 @@ TEST(KvPolicyRegistryTest, EveryRegisteredNameBuildsWithDefaults) {
 TEST(KvPolicyRegistryTest, MalformedSpecsAreInvalidArgumentWithAReason) {
   const std::pair<std::string, std::string> cases[] = {
       {"", "policy name"},
-      {"nosuch", "unknown KV policy \"nosuch\"; known: full, window, h2o, keyformer, snapkv"},
+      {"nosuch",
+       "unknown KV policy \"nosuch\"; known: full, window, h2o, keyformer, snapkv, lazyllm"},
       {"h2o:keep", "is not key=value"},
       {"h2o:keep=abc", "not a finite number"},
       {"h2o:keep=0", "keep must be in (0, 1]"},
@@ -161,6 +165,9 @@ TEST(KvPolicyRegistryTest, MalformedSpecsAreInvalidArgumentWithAReason) {
       {"full:keep=0.5", "takes no parameters"},
       {"Window", "not [a-z0-9_]+"},
       {"window:sinks=-1", "sinks must be"},
+      {"lazyllm:keep=0.9,first=0.5", "keep must be in (0, first]"},
+      {"lazyllm:stages=0", "stages must be"},
+      {"lazyllm:window=3", "has no parameter \"window\""},
   };
   for (const auto& [spec, message] : cases) {
     auto policy = CreateKvPolicy(spec);
@@ -210,7 +217,7 @@ TEST_P(KvPolicyEngineTest, FullBudgetIsBitIdenticalAndCompressionFreesBlocks) {
   int64_t free_plain = 0;
   const auto plain = RunWithPolicy(*engine, prompt, nullptr, 60, &free_plain);
   for (const std::string spec : {"full", "h2o:keep=1", "keyformer:keep=1", "window:keep=1",
-                                 "snapkv:keep=1"}) {
+                                 "snapkv:keep=1", "lazyllm:first=1,keep=1"}) {
     EXPECT_EQ(RunWithPolicy(*engine, prompt, CreateKvPolicy(spec).value(), 60), plain) << spec;
   }
   for (const std::string spec : {"window:keep=0.3", "h2o:keep=0.3", "keyformer:keep=0.3",
@@ -224,6 +231,18 @@ TEST_P(KvPolicyEngineTest, FullBudgetIsBitIdenticalAndCompressionFreesBlocks) {
     EXPECT_EQ(engine->free_kv_blocks(), total) << spec;  // Everything returns on removal.
   }
   EXPECT_GT(engine->stats().evicted_tokens_by_policy.at("h2o"), 0);
+  // LazyLLM frees no KV (it defers computation): same slots and blocks as no policy, fewer
+  // token-layers computed.
+  int64_t free_lazy = 0;
+  int32_t slots = 0;
+  const int64_t layers_before = engine->stats().computed_token_layers;
+  const auto lazy = RunWithPolicy(*engine, prompt, CreateKvPolicy("lazyllm").value(), 60,
+                                  &free_lazy, &slots);
+  EXPECT_EQ(lazy.size(), 60u);
+  EXPECT_EQ(slots, 180);  // 121 prompt tokens + 59 computed of the 60 sampled.
+  EXPECT_EQ(free_lazy, free_plain);
+  EXPECT_LT(engine->stats().computed_token_layers - layers_before, 180 * 5);
+  EXPECT_FALSE(engine->stats().evicted_tokens_by_policy.contains("lazyllm"));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKvDtypes, KvPolicyEngineTest,

@@ -87,8 +87,10 @@ class Fixture {
 
   // Scalar reference of one query (sequence `seq`, `position`, query row `row`) over the
   // keys and values of `cache` as decoded to f32 (default: the fixture's cache).
+  // With `depth`, slots j with depth[j] <= 1 (no KV in layer 1) are skipped.
   std::vector<double> Reference(int seq, int32_t position, const float* q, double* max_v,
-                                const KvCache* cache = nullptr) const {
+                                const KvCache* cache = nullptr,
+                                const int16_t* depth = nullptr) const {
     if (cache == nullptr) cache = cache_.get();
     const int64_t hd = g_.head_dim, group = g_.n_heads / g_.n_kv_heads;
     std::vector<float> k(hd), v(hd);
@@ -99,6 +101,10 @@ class Fixture {
       std::vector<double> s(position + 1);
       double m = -INFINITY;
       for (int32_t j = 0; j <= position; ++j) {
+        if (depth != nullptr && depth[j] <= 1) {
+          s[j] = -INFINITY;
+          continue;
+        }
         cache->ReadKey(tables_[seq][j / g_.block_size], 1, j % g_.block_size, off, hd, k.data());
         double dot = 0;
         for (int64_t d = 0; d < hd; ++d) dot += static_cast<double>(q[h * hd + d]) * k[d];
@@ -108,6 +114,7 @@ class Fixture {
       double sum = 0;
       for (double& x : s) sum += (x = std::exp(x - m));
       for (int32_t j = 0; j <= position; ++j) {
+        if (depth != nullptr && depth[j] <= 1) continue;
         cache->ReadValue(tables_[seq][j / g_.block_size], 1, j % g_.block_size, off, hd,
                          v.data());
         for (int64_t d = 0; d < hd; ++d) {
@@ -203,6 +210,45 @@ TEST_P(PagedAttentionTest, BitIdenticalAcrossBatchesAndThreadCounts) {
         << threads << " threads";
   }
   omp_set_num_threads(saved_threads);
+}
+
+// LazyLLM's depth mask: in layer 1 a query ignores slots whose depth is <= 1 (pruned after
+// layer 0): a whole 128-position chunk masked, scattered masked slots elsewhere, queries in a
+// prefill tile and alone. All slots at full depth is bit-identical to no mask.
+TEST_P(PagedAttentionTest, DepthMaskSkipsSlotsWithoutKv) {
+  const Geometry& g = GetParam();
+  Fixture f(g, {400}, 4);
+  std::vector<int16_t> depth(400, 2);
+  for (int32_t j = 128; j < 256; ++j) depth[j] = 1;            // A fully masked chunk.
+  for (int32_t j = 0; j < 400; j += 7) depth[j] = j % 2 ? 1 : 0;  // Scattered.
+  std::vector<AttentionQuery> queries;
+  for (int32_t p : {1, 130, 257, 300, 301, 302, 399}) {
+    depth[p] = 2;  // A query's own slot always has KV.
+    queries.push_back({.blocks = f.table(0), .position = p, .depth = depth.data()});
+  }
+  const int64_t row = g.n_heads * g.head_dim;
+  std::vector<float> out(queries.size() * row, NAN);
+  PagedAttention attention(f.geometry());
+  attention.Forward(f.cache(), 1, queries, f.q(0), out.data());
+  for (size_t t = 0; t < queries.size(); ++t) {
+    double max_v = 0;
+    const std::vector<double> want =
+        f.Reference(0, queries[t].position, f.q(t), &max_v, nullptr, depth.data());
+    for (int64_t i = 0; i < row; ++i) {
+      ASSERT_FALSE(std::isnan(out[t * row + i])) << "query " << t;
+      ASSERT_NEAR(out[t * row + i], want[i], 5e-5 * max_v)
+          << "query " << t << " (position " << queries[t].position << ") head "
+          << i / g.head_dim << " dim " << i % g.head_dim;
+    }
+  }
+  // Nothing masked: the same bits as without a depth array.
+  std::vector<int16_t> full(400, 2);
+  std::vector<float> plain(queries.size() * row), masked(queries.size() * row);
+  for (AttentionQuery& q : queries) q.depth = nullptr;
+  attention.Forward(f.cache(), 1, queries, f.q(0), plain.data());
+  for (AttentionQuery& q : queries) q.depth = full.data();
+  attention.Forward(f.cache(), 1, queries, f.q(0), masked.data());
+  EXPECT_EQ(std::memcmp(plain.data(), masked.data(), plain.size() * sizeof(float)), 0);
 }
 
 // bf16 and int8 caches: the kernel's arithmetic on the decoded rows is as exact as for f32
