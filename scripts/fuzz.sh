@@ -47,7 +47,14 @@ cmake -S . -B "$BUILD_DIR" -G Ninja \
 
 failed=()
 built=()
-for target in "${TARGETS[@]}"; do
+# All targets in one build (the libraries they share compile in parallel); only if that
+# fails, one at a time to find which.
+echo "== building ${TARGETS[*]}"
+build_args=()
+for target in "${TARGETS[@]}"; do build_args+=(--target "$target"); done
+if cmake --build "$BUILD_DIR" -j "$JOBS" "${build_args[@]}"; then
+  built=("${TARGETS[@]}")
+else for target in "${TARGETS[@]}"; do
   echo "== building $target"
   if cmake --build "$BUILD_DIR" -j "$JOBS" --target "$target"; then
     built+=("$target")
@@ -56,7 +63,7 @@ for target in "${TARGETS[@]}"; do
   else
     failed+=("$target (build)")
   fi
-done
+done; fi
 # CPU seconds of finished children (see scripts/sanitize.sh): wall time alone hides load.
 times >"$BUILD_DIR/times.txt"
 build_cpu=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$BUILD_DIR/times.txt")

@@ -8,7 +8,14 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <exception>
+#include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -16,6 +23,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace kvserve::server {
 namespace {
@@ -105,6 +113,36 @@ absl::Status ValidateListen(const std::string& listen) {
   return absl::OkStatus();
 }
 
+// The address to connect to for reaching a listener bound to `listen` (HOST:PORT): the
+// wildcard addresses are reached through loopback.
+std::string WakeHost(const std::string& listen) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty() || host == "0.0.0.0" || host == "*") return "127.0.0.1";
+  if (host == "::") return "::1";
+  return host;
+}
+
+// Opens and closes one TCP connection to host:port; errors are ignored (best effort).
+void Poke(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return;
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    const bool connected = connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+    close(fd);
+    if (connected) break;
+  }
+  freeaddrinfo(found);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PrometheusMetrics>> PrometheusMetrics::Create(
@@ -130,6 +168,7 @@ absl::StatusOr<std::unique_ptr<PrometheusMetrics>> PrometheusMetrics::Create(
           absl::StrCat("metrics listener on ", options.listen, " has no bound port"));
     }
     metrics->port_ = ports.front();
+    metrics->wake_host_ = WakeHost(options.listen);
     metrics->exposer_ = std::move(exposer);
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot listen for metrics on ", options.listen,
@@ -259,7 +298,23 @@ PrometheusMetrics::PrometheusMetrics(PrivateKey, const MetricsOptions& options)
   kv_bytes_ = &kv_bytes_family_->Add({{"dtype", kv_dtype_}});
 }
 
-PrometheusMetrics::~PrometheusMetrics() { exposer_.reset(); }
+PrometheusMetrics::~PrometheusMetrics() {
+  if (exposer_ == nullptr) return;
+  // civetweb (1.15) looks at its stop flag only between 2-second poll() slices on the
+  // listening socket (SOCKET_TIMEOUT_QUANTUM), so stopping took up to 2 s and every server
+  // shutdown (drain, tests) waited for it. A connection ends the slice: poke the port until
+  // the listener is gone.
+  std::atomic<bool> stopped = false;
+  std::thread waker([this, &stopped] {
+    while (!stopped.load()) {
+      Poke(wake_host_, port_);
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+  });
+  exposer_.reset();
+  stopped = true;
+  waker.join();
+}
 
 std::string PrometheusMetrics::Scrape() const {
   return prometheus::TextSerializer().Serialize(registry_->Collect());

@@ -145,6 +145,7 @@ class PrometheusMetrics : public ServingObserver {
   // Set once by Create; declared last so the listener stops before the metrics go.
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
+  std::string wake_host_;  // Where the destructor connects to stop the listener promptly.
 };
 
 }  // namespace kvserve::server
