@@ -7,6 +7,8 @@
 #include <array>
 #include <cstring>
 
+#include "engine/compute/gemv_partition.h"
+
 // GCC 12 reports false -W(maybe-)uninitialized errors inside its own AVX-512 intrinsic headers
 // (the `_mm512_undefined_*()` pass-through operand of unmasked intrinsics) once inlined.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -19,9 +21,6 @@ namespace {
 // registers, leaving room for the weight vectors and the broadcast activation pair.
 constexpr int kMaxTileRows = 6;
 constexpr int kMaxVectors = 4;  // n_block / 16.
-
-// Below this many weight bytes a second thread costs more (waking it, ~5-50 us) than it saves.
-constexpr int64_t kMinParallelBytes = 128 * 1024;
 
 }  // namespace
 
@@ -144,21 +143,9 @@ bool Bf16GemvAvailable() {
 void Bf16Gemv(const Bf16PackedLayout& l, const uint16_t* w, const uint16_t* x, int64_t m,
               int64_t x_stride, float* y, int64_t y_stride) {
   const int64_t blocks = (l.n + l.n_block - 1) / l.n_block;
-  const int64_t bytes = l.n * l.k * 2;
-  const int threads = bytes < kMinParallelBytes
-                          ? 1
-                          : static_cast<int>(std::min<int64_t>(omp_get_max_threads(), blocks));
-  if (threads <= 1) {
-    Blocks(l, w, x, m, x_stride, y, y_stride, 0, blocks);
-    return;
-  }
-  // Static partition of the column blocks: each thread streams one contiguous range.
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num();
-    const int64_t nt = omp_get_num_threads();
-    Blocks(l, w, x, m, x_stride, y, y_stride, blocks * t / nt, blocks * (t + 1) / nt);
-  }
+  ForEachGemvBlockRange(blocks, l.n * l.k * 2, [&](int64_t begin, int64_t end) {
+    Blocks(l, w, x, m, x_stride, y, y_stride, begin, end);
+  });
 }
 
 #else  // No AVX512-BF16 at compile time: never available, never called.
