@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 scripts/build.sh -DKVSERVE_BUILD_TESTS=OFF
-exec "${BUILD_DIR:-build}/kvserve" --model models/stories260K.gguf "$@"
+exec "${BUILD_DIR:-build}/kvserve" --model models/stories260K.gguf \
+  --scalekv-budgets models/stories260K.scalekv.json "$@"

@@ -144,7 +144,7 @@ struct Item {
   int32_t greedy_done = 0;     // Greedy tokens compared so far.
   // The policy cache the next teacher-forced query attends to: the live slots' positions
   // before the step, plus the positions the step computes (from computed_before on).
-  std::vector<int32_t> kept_before;
+  std::vector<std::vector<int32_t>> kept_before;  // Per layer.
   int32_t computed_before = 0;
   bool tf_active = true;
   bool greedy_active = true;
@@ -261,7 +261,7 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
   const Clock::time_point start = Clock::now();
   KV_ASSIGN_OR_RETURN(const engine::KvDtype kv_dtype, engine::ParseKvDtype(options.kv_dtype));
   KV_ASSIGN_OR_RETURN(std::shared_ptr<const engine::KvPolicy> policy,
-                      engine::CreateKvPolicy(options.policy_spec));
+                      engine::CreateKvPolicy(options.policy_spec, options.policy_context));
   if (options.sequences < 1 || options.sequences > static_cast<int32_t>(corpus.size())) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "asked for %d sequences; the corpus has %d", options.sequences, corpus.size()));
@@ -366,9 +366,15 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
       const double same = Argmax(policy_logits) == Argmax(full_logits) ? 1 : 0;
       it.stats.agree += same;
       if (it.stats.tokens == 0) it.stats.first_agree = same;
-      attending.assign(it.kept_before.begin(), it.kept_before.end());
-      for (int32_t k = it.computed_before; k < it.target; ++k) attending.push_back(k);
-      it.stats.retained += RetainedAttentionMass(engine.LastQueryAttention(it.tf_full), attending);
+      // Per layer (a per-layer policy keeps different tokens in each), averaged over layers.
+      if (it.kept_before.empty()) it.kept_before.resize(engine.config().n_layers);  // Prefill.
+      double retained = 0;
+      for (size_t l = 0; l < it.kept_before.size(); ++l) {
+        attending.assign(it.kept_before[l].begin(), it.kept_before[l].end());
+        for (int32_t k = it.computed_before; k < it.target; ++k) attending.push_back(k);
+        retained += RetainedAttentionMass(engine.LastQueryAttention(it.tf_full, l), attending);
+      }
+      it.stats.retained += retained / static_cast<double>(it.kept_before.size());
       ++it.stats.tokens;
       ++it.target;
       if (it.target == static_cast<int32_t>(it.corpus->tokens.size())) {
@@ -416,8 +422,11 @@ absl::StatusOr<EvalResult> EvaluatePolicy(Engine& engine,
       StepPlan& pp = &pe == &engine ? plan : policy_plan;
       for (Item& it : items) {
         if (it.tf_active) {
-          const absl::Span<const int32_t> kept = pe.SlotPositions(it.tf_policy);
-          it.kept_before.assign(kept.begin(), kept.end());
+          it.kept_before.resize(pe.config().n_layers);
+          for (int64_t l = 0; l < pe.config().n_layers; ++l) {
+            const absl::Span<const int32_t> kept = pe.SlotPositions(it.tf_policy, l);
+            it.kept_before[l].assign(kept.begin(), kept.end());
+          }
           it.computed_before = pe.TotalTokens(it.tf_policy) - pe.PendingTokens(it.tf_policy);
           pp.entries.push_back({.sequence = it.tf_policy, .num_tokens = 1});
           plan.entries.push_back({.sequence = it.tf_full, .num_tokens = 1});

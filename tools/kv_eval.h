@@ -58,6 +58,7 @@ absl::Status CheckKvDtype(std::string_view kv_dtype);
 
 struct EvalOptions {
   std::string policy_spec = "full";  // KV policy spec (engine/policy/kv_policy.h).
+  engine::KvPolicyContext policy_context;  // ScaleKV's layer roles, if any.
   std::string kv_dtype = "f32";      // KV storage type of the policy sequences.
   int32_t sequences = 200;           // Corpus sequences used (the first N).
   int32_t prompt_tokens = 16;        // Corpus tokens prefilled; the rest are teacher forced.
@@ -89,8 +90,9 @@ struct EvalResult {
   Estimate delta_ppl;             // PPL_policy / PPL_full - 1, in percent.
   Estimate mean_kl;               // Mean KL(p_full || p_policy) per token, nats.
   Estimate top1_agreement;        // Fraction of positions with the same argmax.
-  // Mean over positions of the share of the full cache's last-query attention (mean over heads
-  // and layers) that falls on the tokens the policy's cache held when it attended.
+  // Mean over positions and layers of the share of the full cache's last-query attention in
+  // that layer (mean over heads) that falls on the tokens the policy's cache held there when
+  // it attended.
   double retained_attention_mass = 0;
   // Share of sequences whose first scored token (predicted from the prefill alone: what
   // LazyLLM changes) has the full cache's argmax.

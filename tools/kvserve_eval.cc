@@ -1,7 +1,8 @@
 // kvserve-eval: measures what a KV-cache policy costs in quality against the full cache on a
 // corpus the model sampled itself (teacher forced, policy applied online), and what it saves
 // in bytes. Modes: one policy (--policy), the fixed grid (--grid), or corpus generation
-// (--make-corpus). See docs/KV-EVAL.md for the protocol and results.
+// (--make-corpus), or ScaleKV calibration (--calibrate-scalekv). See docs/KV-EVAL.md for the
+// protocol and results.
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -14,8 +15,10 @@
 #include "absl/strings/str_format.h"
 #include "engine/common/logging.h"
 #include "engine/policy/kv_policy.h"
+#include "engine/policy/scalekv_budgets.h"
 #include "engine/runtime/engine.h"
 #include "tools/kv_eval.h"
+#include "tools/scalekv_calibration.h"
 
 namespace {
 
@@ -77,6 +80,21 @@ int main(int argc, char** argv) {
   app.add_option("--first-seed", corpus_options.first_seed, "--make-corpus: seed of sequence 1");
   app.add_option("--temperature", corpus_options.temperature, "--make-corpus: temperature");
   app.add_option("--top-p", corpus_options.top_p, "--make-corpus: top_p");
+  std::string calibrate_path, budgets_path;
+  kvserve::tools::CalibrationOptions calibration;
+  app.add_option("--calibrate-scalekv", calibrate_path,
+                 "measure each layer's attention selectivity on --corpus and write ScaleKV's "
+                 "budget file (drafter/refiner roles) here");
+  app.add_option("--calibration-sequences", calibration.sequences,
+                 "--calibrate-scalekv: corpus sequences used (the first N)");
+  app.add_option("--asi-window", calibration.window,
+                 "--calibrate-scalekv: current-map width (last positions a query sees)");
+  app.add_option("--asi-top-k", calibration.top_k,
+                 "--calibrate-scalekv: K' of the history top-K' attention ratio");
+  app.add_option("--drafters", calibration.drafters,
+                 "--calibrate-scalekv: drafter layers (0: 8% of the layers, at least 1)");
+  app.add_option("--scalekv-budgets", budgets_path,
+                 "ScaleKV budget file (from --calibrate-scalekv) for scalekv policies");
   CLI11_PARSE(app, argc, argv);
   // stdout carries only results (JSON / tables); the engine's info lines would mix in.
   spdlog::set_level(spdlog::level::warn);
@@ -85,9 +103,16 @@ int main(int argc, char** argv) {
   for (const std::string& t : grid_kv_dtypes) {
     if (absl::Status s = kvserve::tools::CheckKvDtype(t); !s.ok()) return Fail(s);
   }
-  if (!grid && !make_corpus) {
+  if (!budgets_path.empty()) {
+    auto budgets = kvserve::engine::LoadScaleKvBudgets(budgets_path);
+    if (!budgets.ok()) return Fail(budgets.status());
+    options.policy_context.scalekv_budgets =
+        std::make_shared<const kvserve::engine::ScaleKvBudgets>(*std::move(budgets));
+  }
+  if (!grid && !make_corpus && calibrate_path.empty()) {
     // Reject a bad spec before loading anything.
-    if (auto p = kvserve::engine::CreateKvPolicy(options.policy_spec); !p.ok()) {
+    if (auto p = kvserve::engine::CreateKvPolicy(options.policy_spec, options.policy_context);
+        !p.ok()) {
       return Fail(absl::InvalidArgumentError(
           absl::StrCat("invalid --policy: ", std::string(p.status().message()))));
     }
@@ -109,6 +134,24 @@ int main(int argc, char** argv) {
 
   auto corpus = kvserve::tools::ReadCorpus(corpus_path);
   if (!corpus.ok()) return Fail(corpus.status());
+
+  if (!calibrate_path.empty()) {
+    calibration.prompt_tokens = options.prompt_tokens;
+    auto budgets = kvserve::tools::CalibrateScaleKv(**engine, *corpus, calibration);
+    if (!budgets.ok()) return Fail(budgets.status());
+    std::ofstream out(calibrate_path, std::ios::binary);
+    out << kvserve::engine::ScaleKvBudgetsToJson(*budgets);
+    if (!out.good()) {
+      return Fail(absl::InternalError(absl::StrCat("cannot write ", calibrate_path)));
+    }
+    for (int32_t l = 0; l < budgets->num_layers(); ++l) {
+      std::fprintf(stderr, "layer %d: ASI %.4f (z %+.2f) %s\n", l, budgets->asi[l],
+                   budgets->z[l], budgets->drafter[l] ? "drafter" : "refiner");
+    }
+    std::fprintf(stderr, "wrote %s (%lld queries)\n", calibrate_path.c_str(),
+                 static_cast<long long>(budgets->queries));
+    return 0;
+  }
 
   if (!grid) {
     auto r = kvserve::tools::EvaluatePolicy(**engine, *corpus, options);

@@ -4,10 +4,12 @@
 // keys are never re-rotated).
 //
 // Policies are stateless and shared by all sequences (thread-safe const use); per-sequence
-// data lives in PolicyState, owned by the sequence. Selection is "layer-shared": one set of
-// tokens is kept per sequence, for all layers and heads, ranked by scores summed over layers
-// and heads (TOVA/OpenVINO-style aggregation; see README "KV-cache compression" for what
-// per-layer/per-head selection would add).
+// data lives in PolicyState, owned by the sequence. Most policies are "layer-shared": one set
+// of tokens is kept per sequence, for all layers and heads, ranked by scores summed over
+// layers and heads (TOVA/OpenVINO-style aggregation). Per-layer policies (ScaleKV,
+// num_layers() > 0) get one PolicyState per layer, see only that layer's rows in it, and plan
+// each layer on its own (PlanLayer); the KV cache keeps a block table per layer, so a layer
+// that keeps fewer tokens holds fewer blocks.
 //
 // Layout of one sequence's slots under a budget B (sinks + recent are protected):
 //   | sinks |<-------- evictable: lowest scores go -------->|<--- recent --->|
@@ -36,6 +38,8 @@ struct PolicyState {
   uint64_t seed = 0;             // Keyformer's Gumbel noise is keyed by this.
   int32_t max_new_tokens = 256;  // The request's generation budget (temperature schedules).
   int64_t evicted_tokens = 0;    // Tokens this sequence has lost to eviction (accounting).
+  // Per-layer policies: this layer's budget relative to the policy's keep fraction.
+  double budget_scale = 1.0;
 };
 
 // One attention row the policy may accumulate: the raw logits (q.k / sqrt(d)) of one query
@@ -89,13 +93,30 @@ class KvPolicy {
   // Computation-deferring policies (LazyLLM): the pruning stages for a model of `n_layers`
   // layers, ascending by layer. Empty (the default) = every token runs through every layer.
   virtual std::vector<LazyStage> LazyStages(int32_t n_layers) const { return {}; }
+
+  // Per-layer policies: the number of layers they have budgets for (the model's layer
+  // count); 0 (the default) = layer-shared. A per-layer policy plans with PlanLayer, once per
+  // layer, with that layer's state and slot count in `view`.
+  virtual int32_t num_layers() const { return 0; }
+  virtual std::vector<int32_t> PlanLayer(const SequenceKvView& view, int64_t layer,
+                                         PolicyState& state) const {
+    return Plan(view, state);
+  }
+};
+
+struct ScaleKvBudgets;  // engine/policy/scalekv_budgets.h
+
+// What some policies need beyond their spec: ScaleKV's per-layer roles from a calibration.
+struct KvPolicyContext {
+  std::shared_ptr<const ScaleKvBudgets> scalekv_budgets;  // Null: scalekv is unavailable.
 };
 
 // Builds a policy from a spec string. Known names: full, window, h2o, keyformer, snapkv,
-// lazyllm.
+// lazyllm, scalekv (needs context.scalekv_budgets).
 // INVALID_ARGUMENT for an unknown name, an unknown parameter or an out-of-range value; the
 // message lists what is accepted.
-absl::StatusOr<std::shared_ptr<const KvPolicy>> CreateKvPolicy(std::string_view spec);
+absl::StatusOr<std::shared_ptr<const KvPolicy>> CreateKvPolicy(
+    std::string_view spec, const KvPolicyContext& context = {});
 
 // The names CreateKvPolicy accepts, for help texts and tests.
 std::vector<std::string> RegisteredKvPolicyNames();

@@ -12,6 +12,7 @@
 #include "engine/policy/keyformer_policy.h"
 #include "engine/policy/kv_policy.h"
 #include "engine/policy/lazyllm_policy.h"
+#include "engine/policy/scalekv_policy.h"
 #include "engine/policy/snapkv_policy.h"
 #include "engine/policy/window_policy.h"
 
@@ -32,10 +33,11 @@ absl::StatusOr<double> Param(const PolicySpec& spec, const std::string& key, dou
 }  // namespace
 
 std::vector<std::string> RegisteredKvPolicyNames() {
-  return {"full", "window", "h2o", "keyformer", "snapkv", "lazyllm"};
+  return {"full", "window", "h2o", "keyformer", "snapkv", "lazyllm", "scalekv"};
 }
 
-absl::StatusOr<std::shared_ptr<const KvPolicy>> CreateKvPolicy(std::string_view text) {
+absl::StatusOr<std::shared_ptr<const KvPolicy>> CreateKvPolicy(std::string_view text,
+                                                               const KvPolicyContext& context) {
   KV_ASSIGN_OR_RETURN(PolicySpec spec, ParsePolicySpec(text));
   if (spec.name == "full") {
     if (!spec.params.empty()) {
@@ -73,6 +75,7 @@ absl::StatusOr<std::shared_ptr<const KvPolicy>> CreateKvPolicy(std::string_view 
                                                 static_cast<int32_t>(kernel));
   }
   if (spec.name == "lazyllm") return LazyLlmPolicy::Create(std::move(spec));
+  if (spec.name == "scalekv") return ScaleKvPolicy::Create(std::move(spec), context.scalekv_budgets);
   return absl::InvalidArgumentError(absl::StrCat("unknown KV policy \"", spec.name,
                                                  "\"; known: ",
                                                  absl::StrJoin(RegisteredKvPolicyNames(), ", ")));

@@ -10,8 +10,9 @@
 
 namespace kvserve::engine {
 
-int32_t ScoringPolicy::Budget(int32_t num_tokens) const {
-  int32_t budget = static_cast<int32_t>(std::ceil(params_.keep * num_tokens - 1e-9));
+int32_t ScoringPolicy::Budget(int32_t num_tokens, double scale) const {
+  const double keep = std::min(1.0, params_.keep * scale);
+  int32_t budget = static_cast<int32_t>(std::ceil(keep * num_tokens - 1e-9));
   if (params_.max_tokens > 0) budget = std::min(budget, params_.max_tokens);
   return std::max(budget, params_.sinks + 1);
 }
@@ -43,7 +44,8 @@ std::vector<int32_t> ScoringPolicy::SelectTopK(absl::Span<const float> scores, i
 
 std::vector<int32_t> ScoringPolicy::Plan(const SequenceKvView& view, PolicyState& state) const {
   if (!view.prompt_done) return {};
-  const int32_t budget = Budget(view.num_slots + static_cast<int32_t>(state.evicted_tokens));
+  const int32_t budget =
+      Budget(view.num_slots + static_cast<int32_t>(state.evicted_tokens), state.budget_scale);
   state.budget = budget;
   if (view.num_slots <= budget) return {};
   const int32_t recent = static_cast<int32_t>(std::ceil(params_.recent * budget - 1e-9));

@@ -33,8 +33,9 @@ class ScoringPolicy : public KvPolicy {
   const PolicySpec& spec() const override { return spec_; }
   const ScoringParams& params() const { return params_; }
 
-  // Slots to keep when `num_tokens` tokens have been seen (never below protected + 1).
-  int32_t Budget(int32_t num_tokens) const;
+  // Slots to keep when `num_tokens` tokens have been seen (never below protected + 1), with
+  // the keep fraction scaled by `scale` (a per-layer policy's layer share).
+  int32_t Budget(int32_t num_tokens, double scale = 1.0) const;
 
   // Keeps sinks, the recent window of the budget and the best-scoring rest. Acts only once
   // the prompt is done and when the live slots exceed the budget.

@@ -16,7 +16,8 @@ std::vector<int32_t> SnapKvPolicy::Plan(const SequenceKvView& view, PolicyState&
   if (!view.prompt_done || state.one_shot_done) return {};
   state.one_shot_done = true;
   const int32_t n = view.num_slots;
-  const int32_t budget = std::max(Budget(view.prompt_length), window_ + params().sinks + 1);
+  const int32_t budget =
+      std::max(Budget(view.prompt_length, state.budget_scale), window_ + params().sinks + 1);
   state.budget = budget;
   if (n <= budget) return {};
   // Average pool (kernel_ wide, centred) so neighbours of important tokens survive too.

@@ -103,18 +103,26 @@ class Engine {
   int32_t PendingTokens(SequenceId id) const;
   // Tokens (prompt + generated) of the sequence so far.
   int32_t TotalTokens(SequenceId id) const;
-  // KV blocks that processing `n` more tokens of `id` needs beyond what it holds.
+  // KV blocks (one layer each, kv_cache.h) that processing `n` more tokens of `id` needs
+  // beyond what it holds.
   int64_t BlocksNeeded(SequenceId id, int32_t n) const;
-  // Live KV slots of `id` (its tokens in the cache after any eviction).
+  // Live KV slots of `id` (its tokens in the cache after any eviction), averaged over layers
+  // and rounded up; and in one layer (per-layer policies keep different counts).
   int32_t KvSlots(SequenceId id) const;
+  int32_t KvSlots(SequenceId id, int64_t layer) const;
   // Bytes `id` holds: its KV blocks plus its policy's per-slot scores and LazyLLM state
   // (depths and the aux store of pruned tokens' hidden states).
   int64_t SequenceKvBytes(SequenceId id) const;
   // With SequenceSpec::record_attention (else empty): the original position of each live slot,
   // and the attention of the last query of the latest step that sampled for `id` (softmax
   // over the slots it saw, averaged over heads and layers, so it sums to 1), one per slot.
+  // Without a layer: layer 0's slots and the layer average by slot, which is meaningful only
+  // for layer-shared policies; per-layer policies need the per-layer forms (each layer's
+  // own slots, its attention averaged over heads).
   absl::Span<const int32_t> SlotPositions(SequenceId id) const;
   absl::Span<const float> LastQueryAttention(SequenceId id) const;
+  absl::Span<const int32_t> SlotPositions(SequenceId id, int64_t layer) const;
+  absl::Span<const float> LastQueryAttention(SequenceId id, int64_t layer) const;
   // Prompt tokens of `id` whose KV came from the prefix cache.
   int32_t CachedPromptTokens(SequenceId id) const;
   const EngineStats& stats() const { return stats_; }
@@ -141,8 +149,11 @@ class Engine {
   class PolicyObserver;
   void MatchCachedPrefix(SequenceState& s);
   void RegisterFullBlocks(SequenceState& s);
-  // Keeps only the slots `keep` (ascending) of `s`, compacting K/V and freeing blocks.
-  void Compact(SequenceState& s, const std::vector<int32_t>& keep);
+  // Keeps only the slots `keep` (ascending) of layer `layer` of `s`, compacting its K/V and
+  // freeing its blocks; returns the slots evicted.
+  int32_t CompactLayer(SequenceState& s, int64_t layer, const std::vector<int32_t>& keep);
+  // Asks the sequence's policy for its plan(s) and executes them.
+  void ApplyPolicy(SequenceState& s);
 
   const EngineOptions options_;
   std::unique_ptr<ModelFile> model_;

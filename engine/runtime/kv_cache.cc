@@ -17,15 +17,13 @@ int64_t KvCache::BlockBytes(int64_t num_layers, int64_t kv_dim, int32_t block_si
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const KvCacheOptions& options) {
-  if (options.num_layers <= 0 || options.kv_dim <= 0 || options.block_size <= 0 ||
-      options.num_blocks <= 0) {
+  if (options.kv_dim <= 0 || options.block_size <= 0 || options.num_blocks <= 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "KV cache needs positive sizes (layers %d, kv_dim %d, block_size %d, blocks %d)",
-        options.num_layers, options.kv_dim, options.block_size, options.num_blocks));
+        "KV cache needs positive sizes (kv_dim %d, block_size %d, blocks %d)", options.kv_dim,
+        options.block_size, options.num_blocks));
   }
   const int64_t bytes =
-      BlockBytes(options.num_layers, options.kv_dim, options.block_size, options.dtype) *
-      options.num_blocks;
+      BlockBytes(1, options.kv_dim, options.block_size, options.dtype) * options.num_blocks;
   const int64_t floats = (bytes + 3) / 4;
   std::unique_ptr<float[]> data;
   try {
@@ -53,14 +51,12 @@ KvCache::KvCache(PrivateKey, const KvCacheOptions& options, std::unique_ptr<floa
 }
 
 int64_t KvCache::block_bytes() const {
-  return BlockBytes(options_.num_layers, options_.kv_dim, options_.block_size, options_.dtype);
+  return BlockBytes(1, options_.kv_dim, options_.block_size, options_.dtype);
 }
 
 void KvCache::CopySlot(BlockId src_block, int32_t src_slot, BlockId dst_block, int32_t dst_slot) {
-  for (int64_t l = 0; l < options_.num_layers; ++l) {
-    std::memmove(KeyRow(dst_block, l, dst_slot), KeyRow(src_block, l, src_slot), row_bytes_);
-    std::memmove(ValueRow(dst_block, l, dst_slot), ValueRow(src_block, l, src_slot), row_bytes_);
-  }
+  std::memmove(KeyRow(dst_block, dst_slot), KeyRow(src_block, src_slot), row_bytes_);
+  std::memmove(ValueRow(dst_block, dst_slot), ValueRow(src_block, src_slot), row_bytes_);
 }
 
 std::optional<BlockId> KvCache::Allocate() {

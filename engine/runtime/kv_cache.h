@@ -1,10 +1,12 @@
 // KvCache: the paged key/value store of every running sequence.
 //
-// A pool of fixed-size blocks; each block holds `block_size` token slots of keys and values
-// for every layer. A sequence owns an ordered list of blocks (its block table, kept by the
-// caller); token i of a sequence lives in slot i % block_size of its block i / block_size.
+// A pool of fixed-size blocks; each block holds the keys and values of `block_size` token
+// slots of ONE layer (the KV-Compress layout), so layers can keep different tokens and a
+// layer that evicts more frees more memory (per-layer budgets, ScaleKV). A sequence owns one
+// ordered list of blocks per layer (its block tables, kept by the caller); slot i of a layer
+// lives in slot i % block_size of that layer's block i / block_size.
 //
-//   block b:  K[layer 0][slot 0..bs-1][row] ... K[layer L-1][...]   (then the same for V)
+//   block b:  K[slot 0..bs-1][row]  V[slot 0..bs-1][row]
 //
 // A row is one token's kv_dim keys (or values) of one layer in the cache's storage type
 // (kv_dtype.h): f32, bf16, or int8 with its scales, so a row's bytes are self-contained.
@@ -34,7 +36,6 @@ namespace kvserve::engine {
 using BlockId = int32_t;
 
 struct KvCacheOptions {
-  int64_t num_layers = 0;
   int64_t kv_dim = 0;       // n_kv_heads * head_dim: floats per token per layer, for K and for V.
   int32_t block_size = 16;  // Token slots per block.
   int64_t num_blocks = 0;   // Capacity of the pool.
@@ -46,7 +47,8 @@ class KvCache {
   // INVALID_ARGUMENT for non-positive sizes; RESOURCE_EXHAUSTED if the pool cannot be allocated.
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(const KvCacheOptions& options);
 
-  // Bytes one block occupies (keys and values of all layers, int8 scales included).
+  // Bytes that `block_size` tokens occupy in `num_layers` layers (keys and values, int8
+  // scales included): num_layers blocks. BlockBytes(1, ...) is one block.
   static int64_t BlockBytes(int64_t num_layers, int64_t kv_dim, int32_t block_size,
                             KvDtype dtype = KvDtype::kF32);
 
@@ -59,6 +61,7 @@ class KvCache {
 
   // Registers a full, computed block under `hash` with its `tokens` (checked on lookup, so a
   // hash collision can never alias two prefixes). No-op if the hash is already registered.
+  // Callers fold the layer into the hash (each layer's block is cached on its own).
   void RegisterFull(BlockId block, uint64_t hash, const int32_t* tokens);
   // The block registered under `hash` holding exactly `tokens` (block_size of them), with a
   // new reference taken, or nullopt.
@@ -72,55 +75,49 @@ class KvCache {
   int64_t total_blocks() const { return options_.num_blocks; }
   int32_t block_size() const { return options_.block_size; }
   int64_t kv_dim() const { return options_.kv_dim; }
-  int64_t block_bytes() const;
+  int64_t block_bytes() const;  // One block (one layer).
   KvDtype dtype() const { return options_.dtype; }
   int64_t row_bytes() const { return row_bytes_; }
 
   // One token slot's row, in the storage type.
-  uint8_t* KeyRow(BlockId block, int64_t layer, int32_t slot) {
-    return bytes() + Offset(block, layer, slot, 0);
+  uint8_t* KeyRow(BlockId block, int32_t slot) { return bytes() + Offset(block, slot, 0); }
+  uint8_t* ValueRow(BlockId block, int32_t slot) { return bytes() + Offset(block, slot, 1); }
+  const uint8_t* KeyRow(BlockId block, int32_t slot) const {
+    return bytes() + Offset(block, slot, 0);
   }
-  uint8_t* ValueRow(BlockId block, int64_t layer, int32_t slot) {
-    return bytes() + Offset(block, layer, slot, 1);
-  }
-  const uint8_t* KeyRow(BlockId block, int64_t layer, int32_t slot) const {
-    return bytes() + Offset(block, layer, slot, 0);
-  }
-  const uint8_t* ValueRow(BlockId block, int64_t layer, int32_t slot) const {
-    return bytes() + Offset(block, layer, slot, 1);
+  const uint8_t* ValueRow(BlockId block, int32_t slot) const {
+    return bytes() + Offset(block, slot, 1);
   }
 
   // Stores kv_dim floats into a slot, converting to the storage type.
-  void WriteKey(BlockId block, int64_t layer, int32_t slot, const float* src) {
-    EncodeKvRow(options_.dtype, src, options_.kv_dim, KeyRow(block, layer, slot));
+  void WriteKey(BlockId block, int32_t slot, const float* src) {
+    EncodeKvRow(options_.dtype, src, options_.kv_dim, KeyRow(block, slot));
   }
-  void WriteValue(BlockId block, int64_t layer, int32_t slot, const float* src) {
-    EncodeKvRow(options_.dtype, src, options_.kv_dim, ValueRow(block, layer, slot));
+  void WriteValue(BlockId block, int32_t slot, const float* src) {
+    EncodeKvRow(options_.dtype, src, options_.kv_dim, ValueRow(block, slot));
   }
   // dst[i] = element begin + i of a slot's keys (values), as f32, for i < count.
-  void ReadKey(BlockId block, int64_t layer, int32_t slot, int64_t begin, int64_t count,
-               float* dst) const {
-    DecodeKvRow(options_.dtype, KeyRow(block, layer, slot), options_.kv_dim, begin, count, dst);
+  void ReadKey(BlockId block, int32_t slot, int64_t begin, int64_t count, float* dst) const {
+    DecodeKvRow(options_.dtype, KeyRow(block, slot), options_.kv_dim, begin, count, dst);
   }
-  void ReadValue(BlockId block, int64_t layer, int32_t slot, int64_t begin, int64_t count,
-                 float* dst) const {
-    DecodeKvRow(options_.dtype, ValueRow(block, layer, slot), options_.kv_dim, begin, count, dst);
+  void ReadValue(BlockId block, int32_t slot, int64_t begin, int64_t count, float* dst) const {
+    DecodeKvRow(options_.dtype, ValueRow(block, slot), options_.kv_dim, begin, count, dst);
   }
-  // Copies a token's keys and values of every layer (scales included) to another slot.
+  // Copies a slot's key and value (scales included) to another slot.
   void CopySlot(BlockId src_block, int32_t src_slot, BlockId dst_block, int32_t dst_slot);
 
   // f32 caches only: the kv_dim floats of one token slot, in place.
-  float* Key(BlockId block, int64_t layer, int32_t slot) {
-    return reinterpret_cast<float*>(KeyRow(block, layer, slot));
+  float* Key(BlockId block, int32_t slot) {
+    return reinterpret_cast<float*>(KeyRow(block, slot));
   }
-  float* Value(BlockId block, int64_t layer, int32_t slot) {
-    return reinterpret_cast<float*>(ValueRow(block, layer, slot));
+  float* Value(BlockId block, int32_t slot) {
+    return reinterpret_cast<float*>(ValueRow(block, slot));
   }
-  const float* Key(BlockId block, int64_t layer, int32_t slot) const {
-    return reinterpret_cast<const float*>(KeyRow(block, layer, slot));
+  const float* Key(BlockId block, int32_t slot) const {
+    return reinterpret_cast<const float*>(KeyRow(block, slot));
   }
-  const float* Value(BlockId block, int64_t layer, int32_t slot) const {
-    return reinterpret_cast<const float*>(ValueRow(block, layer, slot));
+  const float* Value(BlockId block, int32_t slot) const {
+    return reinterpret_cast<const float*>(ValueRow(block, slot));
   }
 
   struct PrivateKey {
@@ -132,9 +129,8 @@ class KvCache {
 
  private:
   // Byte offset of a row.
-  int64_t Offset(BlockId block, int64_t layer, int32_t slot, int kind) const {
-    return (((static_cast<int64_t>(block) * 2 + kind) * options_.num_layers + layer) *
-                options_.block_size + slot) * row_bytes_;
+  int64_t Offset(BlockId block, int32_t slot, int kind) const {
+    return ((static_cast<int64_t>(block) * 2 + kind) * options_.block_size + slot) * row_bytes_;
   }
   // The pool is float storage (aligned for the f32 rows) viewed as bytes for the others.
   uint8_t* bytes() { return reinterpret_cast<uint8_t*>(data_.get()); }

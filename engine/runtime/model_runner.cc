@@ -46,6 +46,7 @@ ModelRunner::ModelRunner(PrivateKey, const ModelFile& model, const ModelRunnerOp
   queries_.resize(rows);
   positions_.resize(rows);
   slots_.resize(rows);
+  row_entry_.resize(rows);
   lazy_rows_.reserve(64);
   slot_score_.resize(config_.context_length);
   head_logits_.resize(config_.context_length);
@@ -105,6 +106,12 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
     if (e.lazy == nullptr && !lazy_rows_.empty()) {
       return absl::InvalidArgumentError("LazyLLM batch entries must come after all others");
     }
+    if (e.tables == nullptr || e.tables->size() != layers_.size()) {
+      return absl::InvalidArgumentError("every batch entry needs one block table per layer");
+    }
+    if (e.lazy != nullptr && e.layer_start_slots != nullptr) {
+      return absl::InvalidArgumentError("LazyLLM entries cannot have per-layer slots");
+    }
     const int16_t* depth = nullptr;
     if (e.lazy != nullptr) {
       LazyTokens& lazy = *e.lazy;
@@ -122,7 +129,8 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
       positions_[t] = e.start_position + k;
       slots_[t] = e.start_slot + k;
       // The attention kernel indexes slots: a query sees slots 0..its own.
-      queries_[t] = {.blocks = e.blocks, .position = slots_[t], .depth = depth};
+      queries_[t] = {.blocks = nullptr, .position = slots_[t], .depth = depth};
+      row_entry_[t] = static_cast<int32_t>(i);
       KV_RETURN_IF_ERROR(DecodeToF32(model_.weights.token_embedding,
                                      static_cast<int64_t>(batch.tokens[t]) * dim,
                                      absl::MakeSpan(x_.data() + t * dim, dim)));
@@ -139,6 +147,16 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
     const int64_t n = rows;  // This layer's rows (shadows the batch size on purpose).
     last_token_layers_ += n;
     Layer& layer = layers_[l];
+    // Each row reads and writes its sequence's block table of this layer, at the slots it
+    // has there (per-layer policies keep different tokens per layer).
+    for (int64_t t = 0; t < n; ++t) {
+      const ForwardBatch::Entry& e = batch.entries[row_entry_[t]];
+      queries_[t].blocks = &(*e.tables)[l];
+      if (e.layer_start_slots != nullptr) {  // Never lazy: its rows stay where they started.
+        slots_[t] = e.layer_start_slots[l] + static_cast<int32_t>(t - e.first);
+        queries_[t].position = slots_[t];
+      }
+    }
     RmsNormRows(x_.data(), layer.attn_norm.data(), n, dim, c.rms_eps, xn_.data());
     KV_RETURN_IF_ERROR(layer.wqkv->Forward(xn_.data(), n, qkv_.data()));
     // RoPE on the token's q and k heads (adjacent in its [q | k | v] row) in one pass, then
@@ -158,8 +176,8 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
       std::copy_n(row, q_dim, q_.data() + t * q_dim);
       const int32_t slot = slots_[t];
       const BlockId block = (*queries_[t].blocks)[slot / block_size];
-      cache.WriteKey(block, l, slot % block_size, row + q_dim);
-      cache.WriteValue(block, l, slot % block_size, row + q_dim + kv_dim);
+      cache.WriteKey(block, slot % block_size, row + q_dim);
+      cache.WriteValue(block, slot % block_size, row + q_dim + kv_dim);
     }
     attention_.Forward(cache, l, absl::MakeConstSpan(queries_.data(), n), q_.data(), att_.data());
     if (batch.observer != nullptr) {
@@ -218,7 +236,7 @@ void ModelRunner::ScoreSlots(int64_t layer, const KvCache& cache,
         continue;
       }
       // Dtype-aware: the key as the attention kernel saw it.
-      cache.ReadKey((*entry.blocks)[j / bs], layer, j % bs, kv_offset, hd, key_row_.data());
+      cache.ReadKey((*entry.tables)[layer][j / bs], j % bs, kv_offset, hd, key_row_.data());
       head_logits_[j] = Dot(q + h * hd, key_row_.data(), hd) * scale;
       max = std::max(max, head_logits_[j]);
     }
@@ -283,6 +301,7 @@ int64_t ModelRunner::PruneLazyRows(int64_t layer, const KvCache& cache,
         positions_[write] = positions_[r];
         slots_[write] = slots_[r];
         queries_[write] = queries_[r];
+        row_entry_[write] = row_entry_[r];
       }
       ++write;
     }

@@ -49,12 +49,17 @@ struct ForwardBatch {
     // KV slot of the entry's first token. Equals start_position unless a KV policy evicted
     // tokens: slots are then compacted while positions stay original.
     int32_t start_slot = 0;
-    const std::vector<BlockId>* blocks = nullptr;  // Covers every position up to the last.
+    // Per-layer policies (ScaleKV) keep different tokens per layer: then the first token's
+    // slot in layer l is layer_start_slots[l] (null: start_slot in every layer).
+    const int32_t* layer_start_slots = nullptr;
+    // The sequence's block table of each layer; each covers the entry's last slot.
+    const std::vector<std::vector<BlockId>>* tables = nullptr;
     bool want_logits = false;                  // Logits of the entry's last token.
     // LazyLLM state of the entry's sequence (lazy_tokens.h), or null. The runner prunes the
     // entry's prompt rows at the state's stages and updates its depths and aux store.
     // REQUIRES: lazy entries come after every other entry (their rows are compacted in place
-    // between layers) and their slots equal their positions (nothing evicted).
+    // between layers), their slots equal their positions (nothing evicted) and they have no
+    // layer_start_slots.
     LazyTokens* lazy = nullptr;
   };
   std::vector<TokenId> tokens;
@@ -135,6 +140,7 @@ class ModelRunner {
   std::vector<AttentionQuery> queries_;
   std::vector<int32_t> positions_;
   std::vector<int32_t> slots_;
+  std::vector<int32_t> row_entry_;  // Per row: its batch entry.
   std::vector<int32_t> last_rows_;  // Per entry: current row of its last token.
   int64_t last_token_layers_ = 0;
   // LazyLLM scratch: entries, per-slot scores, one head's logits over the slots, a decoded key

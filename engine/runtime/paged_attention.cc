@@ -148,20 +148,20 @@ void PagedAttention::RunItem(const KvCache& cache, int64_t layer,
     // Keys of the chunk, transposed (key_t[d][j]) so scores are 16-position vectors.
     for (int64_t j = 0; j < end - start; ++j) {
       const int64_t slot = start + j;
-      const float* k = cache.Key(blocks[slot / block_size], layer, slot % block_size) + kv_offset;
+      const float* k = cache.Key(blocks[slot / block_size], slot % block_size) + kv_offset;
       for (int64_t d = 0; d < head_dim; ++d) key_t[d * kC + j] = k[d];
     }
     // The chunk's value rows, in place.
     for (int64_t j = 0; j < end - start; ++j) {
       const int64_t slot = start + j;
-      value_rows[j] = cache.Value(blocks[slot / block_size], layer, slot % block_size) + kv_offset;
+      value_rows[j] = cache.Value(blocks[slot / block_size], slot % block_size) + kv_offset;
     }
   } else {
     // bf16/int8: the KV head's slice of each row is decoded to f32 once per item (the tile),
     // then the same f32 arithmetic runs on it.
     for (int64_t j = 0; j < end - start; ++j) {
       const int64_t slot = start + j;
-      cache.ReadKey(blocks[slot / block_size], layer, slot % block_size, kv_offset, head_dim,
+      cache.ReadKey(blocks[slot / block_size], slot % block_size, kv_offset, head_dim,
                     tile + j * head_dim);
     }
     for (int64_t j = 0; j < end - start; ++j) {
@@ -169,7 +169,7 @@ void PagedAttention::RunItem(const KvCache& cache, int64_t layer,
     }
     for (int64_t j = 0; j < end - start; ++j) {
       const int64_t slot = start + j;
-      cache.ReadValue(blocks[slot / block_size], layer, slot % block_size, kv_offset, head_dim,
+      cache.ReadValue(blocks[slot / block_size], slot % block_size, kv_offset, head_dim,
                       tile + j * head_dim);
       value_rows[j] = tile + j * head_dim;
     }

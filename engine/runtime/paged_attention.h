@@ -36,7 +36,8 @@ struct AttentionGeometry {
   int64_t max_context = 0;  // Longest sequence any query may attend over.
 };
 
-// One query token: its sequence's block table and its position (it attends to 0..position).
+// One query token: its sequence's block table of the layer being computed and its position
+// (it attends to slots 0..position of that table).
 // With `depth` (LazyLLM, engine/runtime/lazy_tokens.h), a query in layer l also ignores every
 // slot j with depth[j] <= l (no KV there); queries sharing `blocks` must share `depth`, and
 // the query's own slot must be visible.

@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "engine/common/logging.h"
 #include "engine/common/status_macros.h"
+#include "engine/policy/scalekv_budgets.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/grpc/tls_credentials.h"
@@ -58,10 +59,24 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   engine_options.max_batch_tokens = options.max_batch_tokens;
   engine_options.kv_dtype = options.kv_dtype;
   engine_options.weight_type = options.weight_type;
+  engine::KvPolicyContext policy_context;
+  if (!options.scalekv_budgets_path.empty()) {
+    KV_ASSIGN_OR_RETURN(engine::ScaleKvBudgets budgets,
+                        engine::LoadScaleKvBudgets(options.scalekv_budgets_path));
+    policy_context.scalekv_budgets =
+        std::make_shared<const engine::ScaleKvBudgets>(std::move(budgets));
+  }
   KV_ASSIGN_OR_RETURN(std::shared_ptr<const engine::KvPolicy> default_policy,
-                      engine::CreateKvPolicy(options.kv_policy));
+                      engine::CreateKvPolicy(options.kv_policy, policy_context));
   KV_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
                       engine::Engine::Create(engine_options));
+  if (policy_context.scalekv_budgets != nullptr &&
+      policy_context.scalekv_budgets->num_layers() != engine->config().n_layers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--scalekv-budgets %s has %d layers; model %s has %d (calibrate it on this model)",
+        options.scalekv_budgets_path, policy_context.scalekv_budgets->num_layers(),
+        engine->config().name, engine->config().n_layers));
+  }
   KV_ASSIGN_OR_RETURN(
       std::unique_ptr<PrometheusMetrics> metrics,
       PrometheusMetrics::Create({.listen = options.metrics_listen,
@@ -83,6 +98,7 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   limits.context_length = config.context_length;
   limits.max_tokens_limit = max_tokens_limit;
   limits.default_kv_policy = default_policy;
+  limits.kv_policy_context = policy_context;
   if (options.default_max_tokens > max_tokens_limit) {
     KV_LOG_WARN("--default-max-tokens {} exceeds the max_tokens limit {}; using {}",
                 options.default_max_tokens, max_tokens_limit, max_tokens_limit);

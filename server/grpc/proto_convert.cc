@@ -152,7 +152,7 @@ absl::StatusOr<std::unique_ptr<PendingRequest>> ToPendingRequest(
   if (params.kv_policy().empty()) {
     request->kv_policy = limits.default_kv_policy;
   } else {
-    KV_ASSIGN_OR_RETURN(request->kv_policy, engine::CreateKvPolicy(params.kv_policy()));
+    KV_ASSIGN_OR_RETURN(request->kv_policy, engine::CreateKvPolicy(params.kv_policy(), limits.kv_policy_context));
   }
   return request;
 }

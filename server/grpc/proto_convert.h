@@ -32,6 +32,7 @@ struct RequestLimits {
   int max_stop_strings = 64;          // Stop strings per request.
   size_t max_stop_string_bytes = 256; // Length of one stop string.
   std::shared_ptr<const engine::KvPolicy> default_kv_policy;  // When a request names none.
+  engine::KvPolicyContext kv_policy_context;  // What request policies are built with (ScaleKV).
 };
 
 // Describes the served model for GetModelInfo (gathered once at startup).

@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/policy/kv_policy.h"
+#include "engine/policy/scalekv_budgets.h"
 #include "absl/strings/str_format.h"
 #include "engine/common/status_macros.h"
 #include "server/grpc/tls_credentials.h"
@@ -54,8 +55,19 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   KV_RETURN_IF_ERROR(AtLeast("--max-batch-tokens", options.max_batch_tokens, 1));
   KV_RETURN_IF_ERROR(AtLeast("--max-running", options.max_running, 1));
   KV_RETURN_IF_ERROR(AtLeast("--kv-cache-mb", options.kv_cache_mb, 0));
+  engine::KvPolicyContext policy_context;
+  if (!options.scalekv_budgets_path.empty()) {
+    absl::StatusOr<engine::ScaleKvBudgets> budgets =
+        engine::LoadScaleKvBudgets(options.scalekv_budgets_path);
+    if (!budgets.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--scalekv-budgets: ", budgets.status().message()));
+    }
+    policy_context.scalekv_budgets =
+        std::make_shared<const engine::ScaleKvBudgets>(*std::move(budgets));
+  }
   if (absl::StatusOr<std::shared_ptr<const engine::KvPolicy>> policy =
-          engine::CreateKvPolicy(options.kv_policy);
+          engine::CreateKvPolicy(options.kv_policy, policy_context);
       !policy.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--kv-policy: ", policy.status().message()));
   }
@@ -118,7 +130,10 @@ ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {
                  "Prometheus metrics HOST:PORT (serves /metrics; port 0 picks one; \"\" = off)");
   app.add_option("--kv-policy", options.kv_policy,
                  "Default KV-cache policy spec, e.g. h2o:keep=0.5 (full, window, h2o, "
-                 "keyformer, snapkv)");
+                 "keyformer, snapkv, lazyllm, scalekv)");
+  app.add_option("--scalekv-budgets", options.scalekv_budgets_path,
+                 "ScaleKV layer roles (JSON from kvserve-eval --calibrate-scalekv); enables "
+                 "the scalekv policy");
   app.add_option("--kv-dtype", kv_dtype,
                  "KV cache storage type: f32, bf16 or int8 (int8: per-32-value f16 scales)")
       ->capture_default_str();

@@ -30,6 +30,9 @@ struct ServerOptions {
   absl::Duration drain_timeout = absl::Seconds(30);  // Graceful drain on SIGTERM/SIGINT.
   std::string metrics_listen = "127.0.0.1:9090";  // Prometheus /metrics HOST:PORT; "" = off.
   std::string kv_policy = "full";                  // Default KV policy spec of requests.
+  // --scalekv-budgets: ScaleKV layer roles (kvserve-eval --calibrate-scalekv); "" = scalekv
+  // unavailable.
+  std::string scalekv_budgets_path;
   engine::KvDtype kv_dtype = engine::KvDtype::kF32;  // --kv-dtype: KV cache storage type.
   // --weight-type: storage of the weight matrices; kAuto follows the file (16-bit -> bf16,
   // q8_0 -> int8, f32 -> f32), so a file is served in the precision it was published in.

@@ -3,6 +3,8 @@
 // policies run in the same batch.
 #include <unistd.h>
 
+#include <cstdio>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -103,7 +105,10 @@ TEST(ServingMetricsTest, KnownWorkloadIsCountedExactly) {
 }
 
 TEST(ServingMetricsTest, RequestsWithDifferentPoliciesShareABatch) {
-  auto server = KvServer::Create(TestOptions());
+  ServerOptions options = TestOptions();
+  options.scalekv_budgets_path =
+      std::string(KVSERVE_SOURCE_DIR) + "/models/stories260K.scalekv.json";
+  auto server = KvServer::Create(options);
   ASSERT_TRUE(server.ok()) << server.status();
   auto stub = v1::Inference::NewStub(kvserve::testing::Connect((*server)->address()));
   const std::string prompt =
@@ -111,7 +116,8 @@ TEST(ServingMetricsTest, RequestsWithDifferentPoliciesShareABatch) {
       "park with her friends and her dog. One day, she saw a big red ball";
   const std::vector<std::string> policies = {"", "full", "window:keep=0.3", "h2o:keep=0.3",
                                              "keyformer:keep=0.3", "snapkv:keep=0.3",
-                                             "lazyllm", "lazyllm:first=1,keep=1"};
+                                             "lazyllm", "lazyllm:first=1,keep=1",
+                                             "scalekv:keep=0.3", "scalekv:keep=1"};
   std::vector<kvserve::testing::GenerateResult> results(policies.size());
   std::vector<std::thread> clients;
   for (size_t i = 0; i < policies.size(); ++i) {
@@ -127,16 +133,42 @@ TEST(ServingMetricsTest, RequestsWithDifferentPoliciesShareABatch) {
   // "full", the server default (full) and LazyLLM pruning nothing are identical.
   EXPECT_EQ(results[0].token_ids, results[1].token_ids);
   EXPECT_EQ(results[0].token_ids, results[7].token_ids);
+  EXPECT_EQ(results[0].token_ids, results[9].token_ids);  // ScaleKV keeping everything.
   Exposition m;
   for (int i = 0; i < 100; ++i) {
     m = Scrape(**server);
     if (m.Value("kvserve_kv_evicted_tokens_total", {{"policy", "h2o"}}).value_or(0) > 0) break;
     absl::SleepFor(absl::Milliseconds(20));
   }
-  for (const char* policy : {"window", "h2o", "keyformer", "snapkv"}) {
+  for (const char* policy : {"window", "h2o", "keyformer", "snapkv", "scalekv"}) {
     EXPECT_GT(m.Value("kvserve_kv_evicted_tokens_total", {{"policy", policy}}).value_or(0), 0)
         << policy;
   }
+}
+
+// ScaleKV needs the server to have its budget file: without one a scalekv request is refused
+// (INVALID_ARGUMENT saying how to get one); a file for another model refuses to start.
+TEST(ServingMetricsTest, ScaleKvNeedsABudgetFileForThisModel) {
+  auto server = KvServer::Create(TestOptions());
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::Inference::NewStub(kvserve::testing::Connect((*server)->address()));
+  const auto refused = kvserve::testing::Generate(*stub, Params("Once upon", 5, "scalekv"));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.status.error_message().find("--scalekv-budgets"), std::string::npos)
+      << refused.status.error_message();
+  EXPECT_TRUE(kvserve::testing::Generate(*stub, Params("Once upon", 5)).status.ok());
+
+  const std::string path = ::testing::TempDir() + "/three_layers.scalekv.json";
+  std::ofstream(path) << R"({"format": "kvserve-scalekv-budgets/1", "layers": [
+      {"layer": 0, "asi": 0.5, "role": "drafter"}, {"layer": 1, "asi": 0.9, "role": "refiner"},
+      {"layer": 2, "asi": 0.9, "role": "refiner"}]})";
+  ServerOptions options = TestOptions();
+  options.scalekv_budgets_path = path;
+  auto wrong = KvServer::Create(options);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong.status().message().find("has 3 layers"), std::string::npos) << wrong.status();
+  std::remove(path.c_str());
 }
 
 }  // namespace

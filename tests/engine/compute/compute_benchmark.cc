@@ -256,7 +256,7 @@ void BM_PagedAttention(benchmark::State& state) {
   constexpr int32_t kBlock = 16;
   const int64_t blocks_per_seq = (context + kBlock - 1) / kBlock;
   absl::StatusOr<std::unique_ptr<KvCache>> cache = KvCache::Create(
-      {.num_layers = 1, .kv_dim = kKvHeads * kHeadDim, .block_size = kBlock,
+      {.kv_dim = kKvHeads * kHeadDim, .block_size = kBlock,
        .num_blocks = seqs * blocks_per_seq});
   if (!cache.ok()) std::abort();
   std::vector<std::vector<BlockId>> tables(seqs);
@@ -264,8 +264,8 @@ void BM_PagedAttention(benchmark::State& state) {
   for (auto& table : tables) {
     for (int64_t b = 0; b < blocks_per_seq; ++b) table.push_back(*(*cache)->Allocate());
     for (int64_t p = 0; p < context; ++p) {
-      std::copy(kv.begin(), kv.end(), (*cache)->Key(table[p / kBlock], 0, p % kBlock));
-      std::copy(kv.begin(), kv.end(), (*cache)->Value(table[p / kBlock], 0, p % kBlock));
+      std::copy(kv.begin(), kv.end(), (*cache)->Key(table[p / kBlock], p % kBlock));
+      std::copy(kv.begin(), kv.end(), (*cache)->Value(table[p / kBlock], p % kBlock));
     }
   }
   std::vector<AttentionQuery> queries;

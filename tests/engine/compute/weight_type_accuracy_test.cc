@@ -58,19 +58,20 @@ std::vector<std::vector<float>> PromptLogits(WeightType type,
   const ModelConfig& c = model->config;
   std::vector<std::vector<float>> out;
   for (const ReferenceCase& rc : cases) {
-    auto cache = KvCache::Create({.num_layers = c.n_layers,
-                                  .kv_dim = c.n_kv_heads * c.head_dim,
+    auto cache = KvCache::Create({.kv_dim = c.n_kv_heads * c.head_dim,
                                   .block_size = 16,
-                                  .num_blocks = 4})
+                                  .num_blocks = 4 * c.n_layers})
                      .value();
-    std::vector<BlockId> blocks;
-    for (int i = 0; i < 4; ++i) blocks.push_back(*cache->Allocate());
+    std::vector<std::vector<BlockId>> tables(c.n_layers);
+    for (auto& table : tables) {
+      for (int i = 0; i < 4; ++i) table.push_back(*cache->Allocate());
+    }
     ForwardBatch batch;
     batch.tokens = rc.prompt_ids;
     batch.entries.push_back({.first = 0,
                              .count = static_cast<int32_t>(rc.prompt_ids.size()),
                              .start_position = 0,
-                             .blocks = &blocks,
+                             .tables = &tables,
                              .want_logits = true});
     absl::StatusOr<absl::Span<const float>> logits = runner->Forward(batch, *cache);
     EXPECT_TRUE(logits.ok()) << logits.status();

@@ -99,20 +99,21 @@ TEST(EngineReferenceTest, FirstPositionLogitsAgreeWithinOnePerMille) {
   auto device = Device::Create(DeviceKind::kCpu).value();
   auto runner = ModelRunner::Create(*model, *device, {.max_batch_tokens = 64}).value();
   const ModelConfig& c = model->config;
-  auto cache = KvCache::Create({.num_layers = c.n_layers,
-                                .kv_dim = c.n_kv_heads * c.head_dim,
+  auto cache = KvCache::Create({.kv_dim = c.n_kv_heads * c.head_dim,
                                 .block_size = 16,
-                                .num_blocks = 4})
+                                .num_blocks = 4 * c.n_layers})
                    .value();
   for (const ReferenceCase& rc : LoadReferenceCases()) {
-    std::vector<BlockId> blocks;
-    for (int i = 0; i < 4; ++i) blocks.push_back(*cache->Allocate());
+    std::vector<std::vector<BlockId>> tables(c.n_layers);
+    for (auto& table : tables) {
+      for (int i = 0; i < 4; ++i) table.push_back(*cache->Allocate());
+    }
     ForwardBatch batch;
     batch.tokens = rc.prompt_ids;
     batch.entries.push_back({.first = 0,
                              .count = static_cast<int32_t>(rc.prompt_ids.size()),
                              .start_position = 0,
-                             .blocks = &blocks,
+                             .tables = &tables,
                              .want_logits = true});
     absl::StatusOr<absl::Span<const float>> logits = runner->Forward(batch, *cache);
     ASSERT_TRUE(logits.ok()) << logits.status();
@@ -120,7 +121,9 @@ TEST(EngineReferenceTest, FirstPositionLogitsAgreeWithinOnePerMille) {
     for (const auto& [id, expected] : rc.first_top5) {
       EXPECT_NEAR((*logits)[id], expected, 1e-3 * std::abs(expected)) << rc.prompt << " id " << id;
     }
-    for (BlockId b : blocks) cache->Free(b);
+    for (auto& table : tables) {
+      for (BlockId b : table) cache->Free(b);
+    }
   }
 }
 
@@ -173,7 +176,7 @@ TEST(EngineKvDtypeTest, QuantisedKvGreedyOutputMostlyMatchesF32) {
                                      std::pair{KvDtype::kInt8, 0.4}}) {
     options.kv_dtype = dtype;
     auto engine = MakeEngine(options);
-    EXPECT_EQ(engine->kv_block_bytes(), KvCache::BlockBytes(5, 32, 16, dtype));
+    EXPECT_EQ(engine->kv_block_bytes(), KvCache::BlockBytes(1, 32, 16, dtype));  // One layer.
     const auto out = GenerateTogether(*engine, prompts, kTokens, /*chunk=*/32);
     int64_t before_divergence = 0, identical = 0;
     for (size_t i = 0; i < prompts.size(); ++i) {
@@ -266,7 +269,7 @@ TEST(EnginePrefixCacheTest, CachedBlocksAreReusedForNewDataWhenMemoryIsShort) {
   std::vector<TokenId> a(400, 300), b(400, 301);
   a[0] = b[0] = 1;
   GenerateTogether(*engine, {a}, 4);
-  EXPECT_EQ(engine->free_kv_blocks(), 32);  // Cached blocks still count as available.
+  EXPECT_EQ(engine->free_kv_blocks(), 32 * 5);  // Cached blocks still count as available.
   // A different prompt needs most of the pool: cached blocks are evicted, not leaked.
   const auto out = GenerateTogether(*engine, {b}, 4);
   EXPECT_EQ(out[0].size(), 4u);
@@ -393,10 +396,10 @@ TEST(EngineTest, RejectsBadSequencesAndPlans) {
 
 TEST(EngineTest, StepFailsCleanlyWhenKvIsExhausted) {
   EngineOptions options = GgufOptions();
-  // Exactly one full context (512 tokens / 16 per block = 32 blocks).
+  // Exactly one full context (512 tokens / 16 per block = 32 blocks in each of 5 layers).
   options.kv_cache_bytes = 32 * KvCache::BlockBytes(5, 32, 16);
   auto engine = MakeEngine(options);
-  ASSERT_EQ(engine->total_kv_blocks(), 32);
+  ASSERT_EQ(engine->total_kv_blocks(), 32 * 5);
   std::vector<TokenId> prompt(300, 400);
   prompt[0] = 1;
   ASSERT_TRUE(engine->AddSequence(1, {.prompt = prompt}).ok());

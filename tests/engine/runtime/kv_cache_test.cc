@@ -15,7 +15,7 @@ namespace kvserve::engine {
 namespace {
 
 KvCacheOptions SmallOptions() {
-  return {.num_layers = 3, .kv_dim = 8, .block_size = 4, .num_blocks = 5};
+  return {.kv_dim = 8, .block_size = 4, .num_blocks = 5};
 }
 
 TEST(KvCacheTest, RejectsNonPositiveSizes) {
@@ -47,25 +47,24 @@ TEST(KvCacheTest, AllocatesEveryBlockOnceThenRunsOut) {
 TEST(KvCacheTest, SlotsDoNotOverlap) {
   const KvCacheOptions options = SmallOptions();
   auto cache = KvCache::Create(options).value();
-  // Write a distinct value into every slot of every block/layer, then read all back.
-  auto tag = [](int b, int l, int s, int kind, int d) {
-    return static_cast<float>((((b * 3 + l) * 4 + s) * 2 + kind) * 8 + d);
+  // Write a distinct value into every slot of every block, then read all back.
+  auto tag = [](int b, int s, int kind, int d) {
+    return static_cast<float>(((b * 4 + s) * 2 + kind) * 8 + d);
   };
   for (int b = 0; b < 5; ++b)
-    for (int l = 0; l < 3; ++l)
-      for (int s = 0; s < 4; ++s)
-        for (int d = 0; d < 8; ++d) {
-          cache->Key(b, l, s)[d] = tag(b, l, s, 0, d);
-          cache->Value(b, l, s)[d] = tag(b, l, s, 1, d);
-        }
+    for (int s = 0; s < 4; ++s)
+      for (int d = 0; d < 8; ++d) {
+        cache->Key(b, s)[d] = tag(b, s, 0, d);
+        cache->Value(b, s)[d] = tag(b, s, 1, d);
+      }
   for (int b = 0; b < 5; ++b)
-    for (int l = 0; l < 3; ++l)
-      for (int s = 0; s < 4; ++s)
-        for (int d = 0; d < 8; ++d) {
-          ASSERT_EQ(cache->Key(b, l, s)[d], tag(b, l, s, 0, d));
-          ASSERT_EQ(cache->Value(b, l, s)[d], tag(b, l, s, 1, d));
-        }
-  EXPECT_EQ(cache->block_bytes(), 2 * 3 * 4 * 8 * 4);
+    for (int s = 0; s < 4; ++s)
+      for (int d = 0; d < 8; ++d) {
+        ASSERT_EQ(cache->Key(b, s)[d], tag(b, s, 0, d));
+        ASSERT_EQ(cache->Value(b, s)[d], tag(b, s, 1, d));
+      }
+  // One block is one layer's keys and values of block_size slots.
+  EXPECT_EQ(cache->block_bytes(), 2 * 4 * 8 * 4);
 }
 
 TEST(KvCacheTest, RegisteredBlocksAreSharedAndCachedInLruOrder) {
@@ -126,7 +125,7 @@ TEST(KvDtypeTest, BlockBytesCountDataAndScales) {
     KvCacheOptions options = SmallOptions();
     options.dtype = d;
     auto cache = KvCache::Create(options).value();
-    EXPECT_EQ(cache->block_bytes(), KvCache::BlockBytes(3, 8, 4, d));
+    EXPECT_EQ(cache->block_bytes(), KvCache::BlockBytes(1, 8, 4, d));
     EXPECT_EQ(cache->dtype(), d);
   }
 }
@@ -134,33 +133,32 @@ TEST(KvDtypeTest, BlockBytesCountDataAndScales) {
 // Writes random rows (each with its own magnitude) to every slot through WriteKey/WriteValue,
 // reads them back and checks the error bound of the storage type.
 void CheckRoundTrip(KvDtype dtype, int64_t kv_dim) {
-  KvCacheOptions options = {.num_layers = 2, .kv_dim = kv_dim, .block_size = 4, .num_blocks = 3,
-                            .dtype = dtype};
+  KvCacheOptions options = {.kv_dim = kv_dim, .block_size = 4, .num_blocks = 6, .dtype = dtype};
   auto cache = KvCache::Create(options).value();
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> magnitude(-3.0f, 3.0f);
   std::vector<std::vector<float>> written;
-  for (int b = 0; b < 3; ++b)
-    for (int l = 0; l < 2; ++l)
+  for (int b = 0; b < 6; ++b)
+    for (int l = 0; l < 1; ++l)
       for (int s = 0; s < 4; ++s)
         for (int kind = 0; kind < 2; ++kind) {
           std::vector<float> row(kv_dim);
           const float m = std::pow(10.0f, magnitude(rng));
           for (float& v : row) v = m * normal(rng);
-          kind == 0 ? cache->WriteKey(b, l, s, row.data()) : cache->WriteValue(b, l, s, row.data());
+          kind == 0 ? cache->WriteKey(b, s, row.data()) : cache->WriteValue(b, s, row.data());
           written.push_back(std::move(row));
         }
   const int64_t group = KvInt8GroupSize(kv_dim);
   std::vector<float> got(kv_dim);
   size_t i = 0;
-  for (int b = 0; b < 3; ++b)
-    for (int l = 0; l < 2; ++l)
+  for (int b = 0; b < 6; ++b)
+    for (int l = 0; l < 1; ++l)
       for (int s = 0; s < 4; ++s)
         for (int kind = 0; kind < 2; ++kind) {
           const std::vector<float>& want = written[i++];
-          kind == 0 ? cache->ReadKey(b, l, s, 0, kv_dim, got.data())
-                    : cache->ReadValue(b, l, s, 0, kv_dim, got.data());
+          kind == 0 ? cache->ReadKey(b, s, 0, kv_dim, got.data())
+                    : cache->ReadValue(b, s, 0, kv_dim, got.data());
           for (int64_t d = 0; d < kv_dim; ++d) {
             const float err = std::fabs(got[d] - want[d]);
             switch (dtype) {
@@ -202,38 +200,38 @@ TEST(KvDtypeTest, Bf16RoundsToNearestEven) {
   const uint32_t want[8] = {0x3f800000u, 0x3f820000u, 0x3f810000u, 0xc0000000u, 0u,
                             0x0da20000u /* 1e-30f = 0x0da24260 */, 0x3f800000u,
                             0x40400000u};
-  cache->WriteKey(0, 1, 2, in);
+  cache->WriteKey(1, 2, in);
   float out[8];
-  cache->ReadKey(0, 1, 2, 0, 8, out);
+  cache->ReadKey(1, 2, 0, 8, out);
   for (int d = 0; d < 8; ++d) EXPECT_EQ(std::bit_cast<uint32_t>(out[d]), want[d]) << d;
 }
 
 TEST(KvDtypeTest, Int8ScalesArePerGroupOf32) {
   // Two groups: a large one and a tiny one. A per-row scale would flush the tiny group to 0.
-  KvCacheOptions options = {.num_layers = 1, .kv_dim = 64, .block_size = 2, .num_blocks = 1,
+  KvCacheOptions options = {.kv_dim = 64, .block_size = 2, .num_blocks = 1,
                             .dtype = KvDtype::kInt8};
   auto cache = KvCache::Create(options).value();
   std::vector<float> row(64);
   for (int d = 0; d < 32; ++d) row[d] = 100.0f * static_cast<float>(d - 16);
   for (int d = 32; d < 64; ++d) row[d] = 0.001f * static_cast<float>(d - 48);
-  cache->WriteValue(0, 0, 1, row.data());
+  cache->WriteValue(0, 1, row.data());
   std::vector<float> out(64);
-  cache->ReadValue(0, 0, 1, 0, 64, out.data());
+  cache->ReadValue(0, 1, 0, 64, out.data());
   for (int d = 32; d < 64; ++d) EXPECT_NEAR(out[d], row[d], 0.5 * 0.016 / 127 * 1.001) << d;
   // The group maximum is 127 steps: off only by the f16 rounding of its scale.
   EXPECT_NEAR(out[0], -1600.0f, 1600.0f * 0x1p-11f);
   // A partial read across the group boundary decodes exactly the same values.
   std::vector<float> part(20);
-  cache->ReadValue(0, 0, 1, 22, 20, part.data());
+  cache->ReadValue(0, 1, 22, 20, part.data());
   for (int d = 0; d < 20; ++d) EXPECT_EQ(part[d], out[22 + d]) << d;
   // All zeros stays exactly zero (scale 0).
   std::vector<float> zeros(64, 0.0f);
-  cache->WriteValue(0, 0, 0, zeros.data());
-  cache->ReadValue(0, 0, 0, 0, 64, out.data());
+  cache->WriteValue(0, 0, zeros.data());
+  cache->ReadValue(0, 0, 0, 64, out.data());
   for (float v : out) EXPECT_EQ(v, 0.0f);
 }
 
-TEST(KvDtypeTest, CopySlotMovesDataAndScalesOfEveryLayer) {
+TEST(KvDtypeTest, CopySlotMovesDataAndScales) {
   for (KvDtype dtype : {KvDtype::kF32, KvDtype::kBf16, KvDtype::kInt8}) {
     SCOPED_TRACE(KvDtypeName(dtype));
     KvCacheOptions options = SmallOptions();
@@ -246,21 +244,22 @@ TEST(KvDtypeTest, CopySlotMovesDataAndScalesOfEveryLayer) {
         a[d] = static_cast<float>((l + 1) * (d - 10)) * 0.37f;
         b[d] = static_cast<float>(d) * 1e-3f;  // Very different scale.
       }
-      cache->WriteKey(2, l, 3, a.data());
+      // Source block 2 + l (slot 3) to block l (slot 1), within and across blocks.
+      cache->WriteKey(2 + l, 3, a.data());
       for (int d = 0; d < 32; ++d) a[d] = -a[d] * 2.0f;
-      cache->WriteValue(2, l, 3, a.data());
-      cache->WriteKey(0, l, 1, b.data());
-      cache->WriteValue(0, l, 1, b.data());
+      cache->WriteValue(2 + l, 3, a.data());
+      cache->WriteKey(l, 1, b.data());
+      cache->WriteValue(l, 1, b.data());
     }
-    cache->CopySlot(2, 3, 0, 1);
+    for (int l = 0; l < 3; ++l) cache->CopySlot(2 + l, 3, l, 1);
     std::vector<float> want(32), got(32);
     for (int l = 0; l < 3; ++l) {
-      cache->ReadKey(2, l, 3, 0, 32, want.data());
-      cache->ReadKey(0, l, 1, 0, 32, got.data());
-      EXPECT_EQ(got, want) << "layer " << l;
-      cache->ReadValue(2, l, 3, 0, 32, want.data());
-      cache->ReadValue(0, l, 1, 0, 32, got.data());
-      EXPECT_EQ(got, want) << "layer " << l;
+      cache->ReadKey(2 + l, 3, 0, 32, want.data());
+      cache->ReadKey(l, 1, 0, 32, got.data());
+      EXPECT_EQ(got, want) << "block " << l;
+      cache->ReadValue(2 + l, 3, 0, 32, want.data());
+      cache->ReadValue(l, 1, 0, 32, got.data());
+      EXPECT_EQ(got, want) << "block " << l;
     }
   }
 }

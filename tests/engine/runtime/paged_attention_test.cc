@@ -47,7 +47,7 @@ class Fixture {
     int64_t blocks = 0;
     for (int32_t len : lengths) blocks += (len + g.block_size - 1) / g.block_size;
     for (KvDtype d : {dtype, KvDtype::kF32}) {
-      auto cache = KvCache::Create({.num_layers = 2, .kv_dim = kv_dim, .block_size = g.block_size,
+      auto cache = KvCache::Create({.kv_dim = kv_dim, .block_size = g.block_size,
                                     .num_blocks = blocks + 1, .dtype = d});
       EXPECT_TRUE(cache.ok()) << cache.status();
       (d == dtype && cache_ == nullptr ? cache_ : f32_) = std::move(*cache);
@@ -67,9 +67,12 @@ class Fixture {
             k[d] = dist(rng);
             v[d] = dist(rng);
           }
+          // The tables are layer 1's (a block holds one layer); layer 0's draws keep the
+          // random stream as it was.
+          if (layer != 1) continue;
           for (KvCache* c : {cache_.get(), f32_.get()}) {
-            c->WriteKey(table[pos / g.block_size], layer, pos % g.block_size, k.data());
-            c->WriteValue(table[pos / g.block_size], layer, pos % g.block_size, v.data());
+            c->WriteKey(table[pos / g.block_size], pos % g.block_size, k.data());
+            c->WriteValue(table[pos / g.block_size], pos % g.block_size, v.data());
           }
         }
       }
@@ -105,7 +108,7 @@ class Fixture {
           s[j] = -INFINITY;
           continue;
         }
-        cache->ReadKey(tables_[seq][j / g_.block_size], 1, j % g_.block_size, off, hd, k.data());
+        cache->ReadKey(tables_[seq][j / g_.block_size], j % g_.block_size, off, hd, k.data());
         double dot = 0;
         for (int64_t d = 0; d < hd; ++d) dot += static_cast<double>(q[h * hd + d]) * k[d];
         s[j] = dot / std::sqrt(static_cast<double>(hd));
@@ -115,7 +118,7 @@ class Fixture {
       for (double& x : s) sum += (x = std::exp(x - m));
       for (int32_t j = 0; j <= position; ++j) {
         if (depth != nullptr && depth[j] <= 1) continue;
-        cache->ReadValue(tables_[seq][j / g_.block_size], 1, j % g_.block_size, off, hd,
+        cache->ReadValue(tables_[seq][j / g_.block_size], j % g_.block_size, off, hd,
                          v.data());
         for (int64_t d = 0; d < hd; ++d) {
           out[h * hd + d] += s[j] / sum * v[d];

@@ -61,6 +61,25 @@ TEST(ServerOptionsTest, WeightTypeFlag) {
   EXPECT_THAT(Parse({"--help"}).message, HasSubstr("--weight-type"));
 }
 
+TEST(ServerOptionsTest, ScaleKvBudgetsFlag) {
+  const std::string model = std::string(KVSERVE_SOURCE_DIR) + "/models/stories260K.gguf";
+  const std::string budgets = std::string(KVSERVE_SOURCE_DIR) + "/models/stories260K.scalekv.json";
+  ParsedCommandLine parsed =
+      Parse({"--model", model, "--scalekv-budgets", budgets, "--kv-policy", "scalekv:keep=0.3"});
+  ASSERT_EQ(parsed.action, ParsedCommandLine::Action::kRun) << parsed.message;
+  EXPECT_EQ(parsed.options.scalekv_budgets_path, budgets);
+  EXPECT_TRUE(ValidateServerOptions(parsed.options).ok());
+  // scalekv without a budget file, and a missing file, are refused naming the flag.
+  parsed = Parse({"--model", model, "--kv-policy", "scalekv"});
+  EXPECT_EQ(parsed.action, ParsedCommandLine::Action::kExit);
+  EXPECT_NE(parsed.exit_code, 0);
+  EXPECT_THAT(parsed.message, HasSubstr("--scalekv-budgets"));
+  parsed = Parse({"--model", model, "--scalekv-budgets", "/nonexistent.json"});
+  EXPECT_EQ(parsed.action, ParsedCommandLine::Action::kExit);
+  EXPECT_THAT(parsed.message, HasSubstr("--scalekv-budgets: cannot open"));
+  EXPECT_THAT(Parse({"--help"}).message, HasSubstr("--scalekv-budgets"));
+}
+
 TEST(ServerOptionsTest, EveryFlag) {
   const ParsedCommandLine parsed = Parse(
       {"--model", "a.bin", "--tokenizer", "tok.bin", "--listen", "0.0.0.0:0", "--threads", "2",
