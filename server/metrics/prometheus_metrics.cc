@@ -278,6 +278,11 @@ PrometheusMetrics::PrometheusMetrics(PrivateKey, const MetricsOptions& options)
                                  "Prompt tokens looked up in the prefix cache.");
   prefix_hit_tokens_ = counter("kvserve_prefix_cache_hit_tokens_total",
                                "Prompt tokens served from the prefix cache.");
+  computed_token_layers_ = counter("kvserve_computed_token_layers_total",
+                                   "Token x layer units run through the model.");
+  pruned_token_layers_ = counter(
+      "kvserve_pruned_token_layers_total",
+      "Token x layer units LazyLLM skipped (prompt rows pruned before the later layers).");
   evicted_tokens_family_ = &prometheus::BuildCounter()
                                 .Name("kvserve_kv_evicted_tokens_total")
                                 .Help("Tokens whose KV entries a KV policy evicted, by policy.")
@@ -395,6 +400,8 @@ void PrometheusMetrics::OnGauges(const GaugeObservation& gauges) {
   };
   feed(gauges.prefix_cache_query_tokens, last_prefix_query_tokens_, prefix_query_tokens_);
   feed(gauges.prefix_cache_hit_tokens, last_prefix_hit_tokens_, prefix_hit_tokens_);
+  feed(gauges.computed_token_layers, last_computed_token_layers_, computed_token_layers_);
+  feed(gauges.pruned_token_layers, last_pruned_token_layers_, pruned_token_layers_);
 }
 
 void PrometheusMetrics::OnTokensEvicted(std::string_view policy, int64_t n) {

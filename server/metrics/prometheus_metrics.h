@@ -132,6 +132,8 @@ class PrometheusMetrics : public ServingObserver {
   prometheus::Counter* preemptions_;
   prometheus::Counter* prefix_query_tokens_;
   prometheus::Counter* prefix_hit_tokens_;
+  prometheus::Counter* computed_token_layers_;
+  prometheus::Counter* pruned_token_layers_;
   prometheus::Family<prometheus::Counter>* evicted_tokens_family_;
   prometheus::Gauge* build_info_;
 
@@ -139,6 +141,8 @@ class PrometheusMetrics : public ServingObserver {
   absl::Mutex mutex_;
   int64_t last_prefix_query_tokens_ ABSL_GUARDED_BY(mutex_) = 0;
   int64_t last_prefix_hit_tokens_ ABSL_GUARDED_BY(mutex_) = 0;
+  int64_t last_computed_token_layers_ ABSL_GUARDED_BY(mutex_) = 0;
+  int64_t last_pruned_token_layers_ ABSL_GUARDED_BY(mutex_) = 0;
   std::string kv_dtype_ ABSL_GUARDED_BY(mutex_);
   prometheus::Gauge* kv_bytes_ ABSL_GUARDED_BY(mutex_);
 

@@ -459,7 +459,11 @@ class EngineLoop::Impl {
                          .kv_block_bytes = engine_->kv_block_bytes(),
                          .kv_dtype = engine::KvDtypeName(engine_->options().kv_dtype),
                          .prefix_cache_query_tokens = es.prefix_cache_query_tokens,
-                         .prefix_cache_hit_tokens = es.prefix_cache_hit_tokens});
+                         .prefix_cache_hit_tokens = es.prefix_cache_hit_tokens,
+                         .computed_token_layers = es.computed_token_layers,
+                         .pruned_token_layers =
+                             es.computed_tokens * engine_->config().n_layers -
+                             es.computed_token_layers});
     absl::MutexLock lock(&stats_mu_);
     stats_ = s;
   }

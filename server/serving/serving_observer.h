@@ -45,6 +45,10 @@ struct GaugeObservation {
   std::string_view kv_dtype = "f32";
   int64_t prefix_cache_query_tokens = 0;  // Cumulative.
   int64_t prefix_cache_hit_tokens = 0;    // Cumulative.
+  // Token x layer units run through the model, and those LazyLLM skipped (pruned prompt
+  // rows x the layers after their pruning): cumulative.
+  int64_t computed_token_layers = 0;
+  int64_t pruned_token_layers = 0;
 };
 
 // How a request that reached the engine queue ended.

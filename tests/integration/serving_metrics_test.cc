@@ -144,6 +144,10 @@ TEST(ServingMetricsTest, RequestsWithDifferentPoliciesShareABatch) {
     EXPECT_GT(m.Value("kvserve_kv_evicted_tokens_total", {{"policy", policy}}).value_or(0), 0)
         << policy;
   }
+  // LazyLLM's saving: prompt rows it kept out of the later layers.
+  EXPECT_GT(m.Value("kvserve_pruned_token_layers_total").value_or(0), 0);
+  EXPECT_GT(m.Value("kvserve_computed_token_layers_total").value_or(0),
+            m.Value("kvserve_pruned_token_layers_total").value_or(0));
 }
 
 // ScaleKV needs the server to have its budget file: without one a scalekv request is refused

@@ -246,6 +246,20 @@ TEST(PrometheusMetricsTest, PrefixCacheCountersFollowTheCumulativeGaugeAcrossARe
   EXPECT_EQ(e.Value("kvserve_prefix_cache_hit_tokens_total"), 45);
 }
 
+TEST(PrometheusMetricsTest, TokenLayerCountersFollowTheCumulativeGauges) {
+  auto metrics = MakeMetrics(RegistryOnly());
+  ASSERT_NE(metrics, nullptr);
+  GaugeObservation g = Gauges(0, 0, 0, 10, "f32", 0, 0);
+  g.computed_token_layers = 500;
+  g.pruned_token_layers = 120;
+  metrics->OnGauges(g);
+  g.computed_token_layers = 650;
+  metrics->OnGauges(g);
+  const Exposition e = Parse(*metrics);
+  EXPECT_EQ(e.Value("kvserve_computed_token_layers_total"), 650);
+  EXPECT_EQ(e.Value("kvserve_pruned_token_layers_total"), 120);
+}
+
 TEST(PrometheusMetricsTest, KvBytesMoveToTheLiveDtype) {
   auto metrics = MakeMetrics(RegistryOnly());
   ASSERT_NE(metrics, nullptr);
