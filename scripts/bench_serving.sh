@@ -200,6 +200,24 @@ if has b; then
     echo "| $c | $tbf | $(ratio "$tbf" "$base_bf")x | $(field "b-bf16-c$c" 'r["ttft_s"]["p50"]' .2f) | $(ms "b-bf16-c$c" 'r["itl_s"]["p50"]') | $tf | $(ratio "$tf" "$base_f32")x | $(field "b-f32-c$c" 'r["ttft_s"]["p50"]' .2f) | $(ms "b-f32-c$c" 'r["itl_s"]["p50"]') |"
   done
   echo
+
+  # The same with longer answers (max_tokens 256): how batching pays once decode, not the
+  # prompts' prefill, is most of the work. bf16 only.
+  for c in 1 16; do
+    n=$(n_requests $(( c == 1 ? 2 : B_WAVES * c )) "$c")
+    run_bench "b-long-c$c" --model "$TINYLLAMA" --threads 2 --prompt-tokens 64 --max-tokens 256 \
+      --seed 1 --timeout 1800 --weight-type bf16 --concurrency "$c" --requests "$n"
+  done
+  echo "Longer answers (same model and flags, bf16, max_tokens 256):"
+  echo
+  echo "| concurrency | tok/s | vs C=1 | TTFT p50 s | ITL p50 ms |"
+  echo "|---:|---:|---:|---:|---:|"
+  base_long="$(field b-long-c1 'r["output_tokens_per_s"]')"
+  for c in 1 16; do
+    t="$(field "b-long-c$c" 'r["output_tokens_per_s"]')"
+    echo "| $c | $t | $(ratio "$t" "$base_long")x | $(field "b-long-c$c" 'r["ttft_s"]["p50"]' .2f) | $(ms "b-long-c$c" 'r["itl_s"]["p50"]') |"
+  done
+  echo
 fi
 
 # --- (c) prefix caching: TTFT with and without a shared 256-token prefix ------------------------
