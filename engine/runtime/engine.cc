@@ -554,22 +554,23 @@ absl::Span<const int32_t> Engine::SlotPositions(SequenceId id) const {
   return SlotPositions(id, 0);
 }
 
-absl::Span<const int32_t> Engine::SlotPositions(SequenceId id, int64_t layer) const {
+const Engine::SequenceState* Engine::RecordingSequence(SequenceId id, int64_t layer) const {
   auto it = sequences_.find(id);
   if (it == sequences_.end() || !it->second->record_attention || layer < 0 ||
       layer >= model_->config.n_layers) {
-    return {};
+    return nullptr;
   }
-  return it->second->positions[layer];
+  return it->second.get();
+}
+
+absl::Span<const int32_t> Engine::SlotPositions(SequenceId id, int64_t layer) const {
+  const SequenceState* s = RecordingSequence(id, layer);
+  return s == nullptr ? absl::Span<const int32_t>() : s->positions[layer];
 }
 
 absl::Span<const float> Engine::LastQueryAttention(SequenceId id, int64_t layer) const {
-  auto it = sequences_.find(id);
-  if (it == sequences_.end() || !it->second->record_attention || layer < 0 ||
-      layer >= model_->config.n_layers) {
-    return {};
-  }
-  return it->second->layer_attention[layer];
+  const SequenceState* s = RecordingSequence(id, layer);
+  return s == nullptr ? absl::Span<const float>() : s->layer_attention[layer];
 }
 
 absl::Span<const float> Engine::LastQueryAttention(SequenceId id) const {

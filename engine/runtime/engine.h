@@ -154,6 +154,8 @@ class Engine {
   int32_t CompactLayer(SequenceState& s, int64_t layer, const std::vector<int32_t>& keep);
   // Asks the sequence's policy for its plan(s) and executes them.
   void ApplyPolicy(SequenceState& s);
+  // The sequence `id` if it records attention and `layer` is a layer, else null.
+  const SequenceState* RecordingSequence(SequenceId id, int64_t layer) const;
 
   const EngineOptions options_;
   std::unique_ptr<ModelFile> model_;
