@@ -61,10 +61,12 @@ struct SequenceKvView {
 };
 
 // One LazyLLM pruning stage: after layer `after_layer`, a prefill step keeps the best `keep`
-// fraction of its prompt rows for the layers that follow (engine/runtime/lazy_tokens.h).
+// fraction of its prompt rows for the layers that follow (engine/runtime/lazy_tokens.h),
+// ranked by their scores averaged over `pool` neighbouring positions (1: no smoothing).
 struct LazyStage {
   int32_t after_layer = 0;
   float keep = 1.0f;
+  int32_t pool = 1;
 };
 
 class KvPolicy {

@@ -10,7 +10,10 @@
 // Example, L = 5 (stories260K), defaults: after layers 0, 1, 2 keep 0.7, 0.5, 0.3.
 //
 // Parameters: stages (3, whole number in [1, 64]), first (0.7), keep (0.3), with
-// 0 < keep <= first <= 1. keep = first = 1 prunes nothing and is bit-identical to "full".
+// 0 < keep <= first <= 1, and pool (1, odd whole number in [1, 255]): rank tokens by their
+// score averaged over the `pool` positions centred on them (PoolLazyScores), as the llama.cpp
+// LazyLLM port does with 13; 1 ranks by the raw score, as the paper. keep = first = 1 prunes
+// nothing and is bit-identical to "full".
 #ifndef KVSERVE_ENGINE_POLICY_LAZYLLM_POLICY_H_
 #define KVSERVE_ENGINE_POLICY_LAZYLLM_POLICY_H_
 
@@ -26,8 +29,8 @@ class LazyLlmPolicy : public KvPolicy {
   // INVALID_ARGUMENT for an unknown parameter or an out-of-range value.
   static absl::StatusOr<std::shared_ptr<const LazyLlmPolicy>> Create(PolicySpec spec);
 
-  LazyLlmPolicy(PolicySpec spec, int32_t stages, double first, double keep)
-      : spec_(std::move(spec)), stages_(stages), first_(first), keep_(keep) {}
+  LazyLlmPolicy(PolicySpec spec, int32_t stages, double first, double keep, int32_t pool)
+      : spec_(std::move(spec)), stages_(stages), first_(first), keep_(keep), pool_(pool) {}
   std::string_view name() const override { return "lazyllm"; }
   const PolicySpec& spec() const override { return spec_; }
   // Never evicts: pruned tokens keep their slots (their KV exists for the layers they ran).
@@ -39,6 +42,7 @@ class LazyLlmPolicy : public KvPolicy {
   const int32_t stages_;
   const double first_;
   const double keep_;
+  const int32_t pool_;
 };
 
 }  // namespace kvserve::engine

@@ -63,4 +63,20 @@ void LazyTokens::Reset() {
   live_entries_ = 0;
 }
 
+void PoolLazyScores(absl::Span<const float> scores, const int16_t* depth, int64_t layer,
+                    int32_t pool, absl::Span<float> out) {
+  const int64_t n = static_cast<int64_t>(scores.size());
+  const int64_t half = pool / 2;
+  for (int64_t j = 0; j < n; ++j) {
+    double sum = 0;
+    int64_t seen = 0;
+    for (int64_t t = std::max<int64_t>(0, j - half); t <= std::min(n - 1, j + half); ++t) {
+      if (depth[t] <= layer) continue;
+      sum += scores[t];
+      ++seen;
+    }
+    out[j] = seen == 0 ? 0.0f : static_cast<float>(sum / static_cast<double>(seen));
+  }
+}
+
 }  // namespace kvserve::engine

@@ -78,6 +78,14 @@ class LazyTokens {
   int32_t live_entries_ = 0;
 };
 
+// The smoothing of a stage's ranking scores (LazyStage::pool): out[j] is the mean of
+// scores[t] over the slots t within pool / 2 of j that attention in `layer` sees
+// (depth[t] > layer); 0 where it sees none. A lazy sequence never evicts, so its slots are in
+// position order and the window is one over positions: a token next to important ones ranks
+// higher, which keeps phrases together. REQUIRES: out.size() == scores.size(), pool odd >= 1.
+void PoolLazyScores(absl::Span<const float> scores, const int16_t* depth, int64_t layer,
+                    int32_t pool, absl::Span<float> out);
+
 }  // namespace kvserve::engine
 
 #endif  // KVSERVE_ENGINE_RUNTIME_LAZY_TOKENS_H_

@@ -216,7 +216,7 @@ absl::StatusOr<absl::Span<const float>> ModelRunner::Forward(const ForwardBatch&
 }
 
 void ModelRunner::ScoreSlots(int64_t layer, const KvCache& cache,
-                             const ForwardBatch::Entry& entry, int32_t row) {
+                             const ForwardBatch::Entry& entry, int32_t row, int32_t pool) {
   const ModelConfig& c = config_;
   const int64_t hd = c.head_dim;
   const int64_t group = c.n_heads / c.n_kv_heads;
@@ -245,6 +245,11 @@ void ModelRunner::ScoreSlots(int64_t layer, const KvCache& cache,
     const float inv = static_cast<float>(1.0 / sum) * weight;
     for (int32_t j = 0; j <= last; ++j) slot_score_[j] += std::exp(head_logits_[j] - max) * inv;
   }
+  if (pool > 1) {
+    std::copy_n(slot_score_.begin(), last + 1, head_logits_.begin());
+    PoolLazyScores(absl::MakeConstSpan(head_logits_.data(), last + 1), lazy.depth_data(), layer,
+                   pool, absl::MakeSpan(slot_score_.data(), last + 1));
+  }
 }
 
 int64_t ModelRunner::PruneLazyRows(int64_t layer, const KvCache& cache,
@@ -272,7 +277,7 @@ int64_t ModelRunner::PruneLazyRows(int64_t layer, const KvCache& cache,
     }
     std::fill(keep_row_.begin() + lr.first, keep_row_.begin() + end, uint8_t{1});
     if (target < active) {
-      ScoreSlots(layer, cache, e, lr.rank_row);
+      ScoreSlots(layer, cache, e, lr.rank_row, stage->pool);
       candidates_.clear();
       for (int32_t r = lr.first; r < end; ++r) {
         if (positions_[r] < lazy.prompt_length() && r != lr.rank_row) candidates_.push_back(r);

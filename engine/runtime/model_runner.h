@@ -119,9 +119,10 @@ class ModelRunner {
   // rows of every lazy entry to follow the non-lazy ones. Returns the new row count.
   int64_t PruneLazyRows(int64_t layer, const KvCache& cache, const ForwardBatch& batch);
   // slot_score_[j] = attention of the query in row `row` to slot j in `layer` (softmax over
-  // the slots it sees, mean over heads), for j <= its slot.
+  // the slots it sees, mean over heads), for j <= its slot, then averaged over `pool` slots
+  // (PoolLazyScores) when pool > 1.
   void ScoreSlots(int64_t layer, const KvCache& cache, const ForwardBatch::Entry& entry,
-                  int32_t row);
+                  int32_t row, int32_t pool);
 
   const ModelFile& model_;
   const ModelConfig& config_;

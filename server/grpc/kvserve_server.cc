@@ -59,13 +59,8 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   engine_options.max_batch_tokens = options.max_batch_tokens;
   engine_options.kv_dtype = options.kv_dtype;
   engine_options.weight_type = options.weight_type;
-  engine::KvPolicyContext policy_context;
-  if (!options.scalekv_budgets_path.empty()) {
-    KV_ASSIGN_OR_RETURN(engine::ScaleKvBudgets budgets,
-                        engine::LoadScaleKvBudgets(options.scalekv_budgets_path));
-    policy_context.scalekv_budgets =
-        std::make_shared<const engine::ScaleKvBudgets>(std::move(budgets));
-  }
+  KV_ASSIGN_OR_RETURN(const engine::KvPolicyContext policy_context,
+                      LoadKvPolicyContext(options));
   KV_ASSIGN_OR_RETURN(std::shared_ptr<const engine::KvPolicy> default_policy,
                       engine::CreateKvPolicy(options.kv_policy, policy_context));
   KV_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,

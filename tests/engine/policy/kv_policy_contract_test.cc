@@ -40,6 +40,7 @@ std::vector<ContractCase> Cases() {
           {"h2o_keep1", "h2o:keep=1"},
           {"lazyllm", "lazyllm:stages=3,first=0.7,keep=0.3"},
           {"lazyllm_keep1", "lazyllm:first=1,keep=1"},
+          {"lazyllm_pool", "lazyllm:pool=13"},
           {"scalekv", "scalekv:keep=0.3,window=8"},
           {"scalekv_uniform", "scalekv:keep=0.3,refiner=1,window=8"},
           {"scalekv_keep1", "scalekv:keep=1"}};

@@ -133,12 +133,19 @@ TEST(LazyLlmPolicyTest, StagesFollowTheSchedule) {
   EXPECT_EQ(stages[3].after_layer, 3);
   EXPECT_FLOAT_EQ(Policy("lazyllm:stages=1,keep=0.4")->LazyStages(5)[0].keep, 0.4f);
   EXPECT_TRUE(Policy("full")->LazyStages(5).empty());
+  // pool: 1 (the paper's raw score) unless set; every stage carries it.
+  EXPECT_EQ(Policy("lazyllm")->LazyStages(5)[0].pool, 1);
+  for (const LazyStage& stage : Policy("lazyllm:pool=13")->LazyStages(22)) {
+    EXPECT_EQ(stage.pool, 13);
+  }
 }
 
 TEST(LazyLlmPolicyTest, RejectsBadParameters) {
   for (const std::string spec : {"lazyllm:stages=0", "lazyllm:stages=1.5", "lazyllm:first=0",
                                  "lazyllm:first=1.2", "lazyllm:keep=0",
-                                 "lazyllm:keep=0.8,first=0.7", "lazyllm:bogus=1"}) {
+                                 "lazyllm:keep=0.8,first=0.7", "lazyllm:bogus=1",
+                                 "lazyllm:pool=0", "lazyllm:pool=4", "lazyllm:pool=2.5",
+                                 "lazyllm:pool=257"}) {
     auto policy = CreateKvPolicy(spec);
     ASSERT_FALSE(policy.ok()) << spec;
     EXPECT_EQ(policy.status().code(), absl::StatusCode::kInvalidArgument) << spec;
@@ -168,6 +175,21 @@ TEST(LazyTokensTest, DepthsAndAuxStoreWithReuse) {
   lazy.Reset();
   EXPECT_EQ(lazy.num_slots(), 0);
   EXPECT_EQ(lazy.pruned_tokens(), 0);
+}
+
+// Hand-made scores: slot 1 has no KV in layer 1 (depth 1), so it neither counts in its
+// neighbours' means nor gets a score of its own.
+TEST(PoolLazyScoresTest, MeansOverTheVisibleSlotsOfTheWindow) {
+  const std::vector<float> scores = {1, 9, 0, 4, 2};
+  const std::vector<int16_t> depth = {5, 1, 5, 5, 5};
+  std::vector<float> out(scores.size());
+  PoolLazyScores(scores, depth.data(), /*layer=*/1, /*pool=*/3, absl::MakeSpan(out));
+  EXPECT_EQ(out, (std::vector<float>{1, 0.5f, 2, 2, 3}));
+  PoolLazyScores(scores, depth.data(), 1, 1, absl::MakeSpan(out));
+  EXPECT_EQ(out, (std::vector<float>{1, 0, 0, 4, 2}));
+  // Layer 0 sees slot 1 too; a window wider than the sequence is the mean of everything.
+  PoolLazyScores(scores, depth.data(), 0, 11, absl::MakeSpan(out));
+  EXPECT_EQ(out, (std::vector<float>(5, 16.0f / 5)));
 }
 
 TEST(LazyPruningTest, KeepOneIsBitIdenticalToFull) {
@@ -213,6 +235,29 @@ TEST(LazyPruningTest, DeterministicAndDifferentFromFull) {
     differs += SameBits(a.first_logits, full.first_logits) ? 0 : 1;
   }
   EXPECT_EQ(differs, 3) << "pruning did not change the computation";
+}
+
+// pool=1 is the default computation bit for bit; pooling changes which tokens are kept (not
+// how many: same token-layers) and is deterministic.
+TEST(LazyPruningTest, PooledScoresPickOtherTokensAtTheSameCost) {
+  auto engine = MakeEngine();
+  const auto prompts = CorpusPrompts(4, 200);
+  int differs = 0;
+  for (const auto& prompt : prompts) {
+    const Output plain = Generate(*engine, {{prompt, "lazyllm"}}, 8)[0];
+    const Output pool1 = Generate(*engine, {{prompt, "lazyllm:pool=1"}}, 8)[0];
+    EXPECT_EQ(pool1.tokens, plain.tokens);
+    EXPECT_TRUE(SameBits(pool1.first_logits, plain.first_logits));
+    const int64_t before = engine->stats().computed_token_layers;
+    const Output a = Generate(*engine, {{prompt, "lazyllm:pool=13"}}, 8)[0];
+    const int64_t pooled_cost = engine->stats().computed_token_layers - before;
+    const Output b = Generate(*engine, {{prompt, "lazyllm:pool=13"}}, 8)[0];
+    EXPECT_EQ(engine->stats().computed_token_layers - before, 2 * pooled_cost);
+    EXPECT_EQ(a.tokens, b.tokens);
+    EXPECT_TRUE(SameBits(a.first_logits, b.first_logits));
+    differs += SameBits(a.first_logits, plain.first_logits) ? 0 : 1;
+  }
+  EXPECT_GT(differs, 0) << "pooling never changed the kept tokens";
 }
 
 // Pruning is per prefill step (lazy_tokens.h): each chunk ranks its own prompt rows by its
@@ -290,7 +335,7 @@ TEST(LazyPruningTest, FirstTokenAgreementWithFull) {
     for (Output& o : Generate(*engine, part, 1)) reference.push_back(std::move(o));
   }
   for (const std::string spec : {"lazyllm", "lazyllm:first=0.9,keep=0.5",
-                                 "lazyllm:stages=1,keep=0.5"}) {
+                                 "lazyllm:stages=1,keep=0.5", "lazyllm:pool=13"}) {
     int agree = 0;
     for (size_t i = 0; i < prompts.size(); i += 8) {
       std::vector<Request> part;
