@@ -37,6 +37,10 @@ void AddBenchFlags(CLI::App& app, BenchOptions& options) {
                  "--model: sequences holding KV at once")
       ->capture_default_str()
       ->needs(model);
+  app.add_option("--scalekv-budgets", options.scalekv_budgets_path,
+                 "--model: ScaleKV budget file of this model (kvserve-eval --calibrate-scalekv), "
+                 "needed by --kv-policy scalekv")
+      ->needs(model);
   app.add_flag("--json", options.json, "Print the report as one JSON object");
 
   CLI::Option* concurrency =

@@ -32,6 +32,9 @@ struct BenchOptions {
   int max_batch_tokens = 512;
   // --max-running (--model only): sequences holding KV at once.
   int max_running = 64;
+  // --scalekv-budgets (--model only): the budget file `kvserve-eval --calibrate-scalekv`
+  // wrote for this model, which scalekv policies need (a server loads its own).
+  std::string scalekv_budgets_path;
   // --json: print the report as one JSON object instead of a table.
   bool json = false;
   // The workload (--concurrency, --rate, --requests, ...).

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/common/status_macros.h"
 #include "engine/compute/linear.h"
+#include "engine/policy/scalekv_budgets.h"
 #include "engine/sampling/sampler.h"
 
 namespace kvserve::client {
@@ -26,6 +27,25 @@ absl::StatusOr<EngineTargetOptions> MakeEngineTargetOptions(const BenchOptions& 
   target.engine.max_batch_tokens = options.max_batch_tokens;
   target.loop.max_batch_tokens = options.max_batch_tokens;
   target.loop.max_running = options.max_running;
+  if (!options.scalekv_budgets_path.empty()) {
+    absl::StatusOr<engine::ScaleKvBudgets> budgets =
+        engine::LoadScaleKvBudgets(options.scalekv_budgets_path);
+    if (!budgets.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--scalekv-budgets: ", budgets.status().message()));
+    }
+    target.kv_policy.scalekv_budgets =
+        std::make_shared<const engine::ScaleKvBudgets>(*std::move(budgets));
+    target.scalekv_budgets_path = options.scalekv_budgets_path;
+  }
+  if (!options.load.kv_policy.empty()) {
+    if (absl::StatusOr<std::shared_ptr<const engine::KvPolicy>> policy =
+            engine::CreateKvPolicy(options.load.kv_policy, target.kv_policy);
+        !policy.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--kv-policy: ", policy.status().message()));
+    }
+  }
   return target;
 }
 
@@ -33,8 +53,14 @@ absl::StatusOr<std::unique_ptr<EngineGenerationTarget>> EngineGenerationTarget::
     const EngineTargetOptions& options) {
   KV_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
                       engine::Engine::Create(options.engine));
+  if (options.kv_policy.scalekv_budgets != nullptr) {
+    KV_RETURN_IF_ERROR(engine::CheckScaleKvBudgetsFit(
+        *options.kv_policy.scalekv_budgets, options.scalekv_budgets_path,
+        engine->config().name, engine->config().n_layers));
+  }
   auto target = std::make_unique<EngineGenerationTarget>(
-      PrivateKey{}, std::move(engine), std::make_unique<server::RequestQueue>(options.queue));
+      PrivateKey{}, std::move(engine), std::make_unique<server::RequestQueue>(options.queue),
+      options.kv_policy);
   // On failure `target` is destroyed with no loop, which its destructor allows.
   KV_ASSIGN_OR_RETURN(target->loop_, server::EngineLoop::Create(target->engine_.get(),
                                                                 target->queue_.get(),
@@ -44,8 +70,9 @@ absl::StatusOr<std::unique_ptr<EngineGenerationTarget>> EngineGenerationTarget::
 }
 
 EngineGenerationTarget::EngineGenerationTarget(PrivateKey, std::unique_ptr<engine::Engine> engine,
-                                               std::unique_ptr<server::RequestQueue> queue)
-    : engine_(std::move(engine)), queue_(std::move(queue)) {}
+                                               std::unique_ptr<server::RequestQueue> queue,
+                                               engine::KvPolicyContext kv_policy)
+    : engine_(std::move(engine)), queue_(std::move(queue)), kv_policy_(std::move(kv_policy)) {}
 
 EngineGenerationTarget::~EngineGenerationTarget() {
   if (loop_ == nullptr) return;
@@ -82,7 +109,7 @@ void EngineGenerationTarget::StartGenerate(const WorkItem& item, GenerationCallb
   std::shared_ptr<const engine::KvPolicy> kv_policy;
   if (valid.ok() && !item.kv_policy.empty()) {
     absl::StatusOr<std::shared_ptr<const engine::KvPolicy>> policy =
-        engine::CreateKvPolicy(item.kv_policy);
+        engine::CreateKvPolicy(item.kv_policy, kv_policy_);
     if (policy.ok()) {
       kv_policy = *std::move(policy);
     } else {

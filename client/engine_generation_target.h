@@ -22,17 +22,21 @@ struct EngineTargetOptions {
   engine::EngineOptions engine;       // Model path, threads, KV size, batch tokens...
   server::EngineLoopOptions loop;     // Scheduler limits.
   server::RequestQueueOptions queue;  // Admission limits.
+  engine::KvPolicyContext kv_policy;  // What per-request policies are built with.
+  std::string scalekv_budgets_path;   // Where kv_policy.scalekv_budgets came from (messages).
 };
 
 // kvserve-bench's --model flags as engine options: --model, --threads, --weight-type,
-// --kv-cache-mb, --max-batch-tokens (engine and loop alike), --max-running; queue limits stay
-// at the server's defaults. INVALID_ARGUMENT for an empty --model or a --weight-type name
-// the engine does not know (the message lists the known ones).
+// --kv-cache-mb, --max-batch-tokens (engine and loop alike), --max-running, --scalekv-budgets
+// (loaded here); queue limits stay at the server's defaults. INVALID_ARGUMENT for an empty
+// --model, a --weight-type name the engine does not know (the message lists the known ones),
+// a budget file that cannot be loaded, or a --kv-policy these options cannot build.
 absl::StatusOr<EngineTargetOptions> MakeEngineTargetOptions(const BenchOptions& options);
 
 class EngineGenerationTarget : public GenerationTarget {
  public:
-  // Loads the model and starts the engine thread.
+  // Loads the model and starts the engine thread. INVALID_ARGUMENT for budgets that do not
+  // fit the model.
   static absl::StatusOr<std::unique_ptr<EngineGenerationTarget>> Create(
       const EngineTargetOptions& options);
   ~EngineGenerationTarget() override;  // Drains every started generation, then stops.
@@ -47,11 +51,13 @@ class EngineGenerationTarget : public GenerationTarget {
     PrivateKey() = default;
   };
   EngineGenerationTarget(PrivateKey, std::unique_ptr<engine::Engine> engine,
-                         std::unique_ptr<server::RequestQueue> queue);
+                         std::unique_ptr<server::RequestQueue> queue,
+                         engine::KvPolicyContext kv_policy);
 
  private:
   std::unique_ptr<engine::Engine> engine_;
   std::unique_ptr<server::RequestQueue> queue_;
+  const engine::KvPolicyContext kv_policy_;
   std::unique_ptr<server::EngineLoop> loop_;
 };
 

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -223,7 +224,9 @@ absl::Status ValidateLoadGenOptions(const LoadGenOptions& o) {
   if (!o.kv_policy.empty()) {
     absl::StatusOr<std::shared_ptr<const engine::KvPolicy>> policy =
         engine::CreateKvPolicy(o.kv_policy);
-    if (!policy.ok()) return invalid("--kv-policy: ", policy.status().message());
+    if (!policy.ok() && !absl::IsFailedPrecondition(policy.status())) {
+      return invalid("--kv-policy: ", policy.status().message());
+    }
   }
   return absl::OkStatus();
 }

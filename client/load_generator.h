@@ -52,7 +52,8 @@ struct LoadGenOptions {
   // Deadline of each request, in seconds. > 0.
   double timeout_s = 60;
   // KV policy spec of every request (engine/policy/kv_policy.h, e.g. "lazyllm"); empty = the
-  // target's default. Must parse (CreateKvPolicy).
+  // target's default. Must parse (CreateKvPolicy); one that needs state of the target
+  // (scalekv's budget file: FAILED_PRECONDITION) is left to the target to accept or refuse.
   std::string kv_policy;
 };
 

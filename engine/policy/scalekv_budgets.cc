@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace kvserve::engine {
 
@@ -140,6 +141,14 @@ absl::StatusOr<ScaleKvBudgets> LoadScaleKvBudgets(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", b.status().message()));
   }
   return b;
+}
+
+absl::Status CheckScaleKvBudgetsFit(const ScaleKvBudgets& budgets, std::string_view path,
+                                    std::string_view model_name, int32_t model_layers) {
+  if (budgets.num_layers() == model_layers) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "--scalekv-budgets %s has %d layers; model %s has %d (calibrate it on this model)", path,
+      budgets.num_layers(), model_name, model_layers));
 }
 
 }  // namespace kvserve::engine

@@ -56,6 +56,10 @@ std::string ScaleKvBudgetsToJson(const ScaleKvBudgets& budgets);
 absl::StatusOr<ScaleKvBudgets> ParseScaleKvBudgets(std::string_view json);
 // NOT_FOUND / INVALID_ARGUMENT with the path in the message.
 absl::StatusOr<ScaleKvBudgets> LoadScaleKvBudgets(const std::string& path);
+// INVALID_ARGUMENT (naming the file `path` and the model) unless the budgets have one layer per
+// model layer: a file calibrated on another model.
+absl::Status CheckScaleKvBudgetsFit(const ScaleKvBudgets& budgets, std::string_view path,
+                                    std::string_view model_name, int32_t model_layers);
 
 }  // namespace kvserve::engine
 

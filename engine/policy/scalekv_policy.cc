@@ -10,12 +10,6 @@ namespace kvserve::engine {
 
 absl::StatusOr<std::shared_ptr<const ScaleKvPolicy>> ScaleKvPolicy::Create(
     PolicySpec spec, std::shared_ptr<const ScaleKvBudgets> budgets) {
-  if (budgets == nullptr) {
-    return absl::InvalidArgumentError(
-        "KV policy scalekv needs per-layer roles from a calibration: make a budget file with "
-        "`kvserve-eval --model FILE --calibrate-scalekv OUT.json` and start kvserve with "
-        "--scalekv-budgets OUT.json");
-  }
   double refiner = 0.5, window = 16, kernel = 5;
   if (auto it = spec.params.find("refiner"); it != spec.params.end()) refiner = it->second;
   if (auto it = spec.params.find("window"); it != spec.params.end()) window = it->second;
@@ -32,6 +26,14 @@ absl::StatusOr<std::shared_ptr<const ScaleKvPolicy>> ScaleKvPolicy::Create(
   absl::StatusOr<ScoringParams> p =
       ReadScoringParams(spec, {.keep = 0.5}, {"refiner", "window", "kernel"});
   if (!p.ok()) return p.status();
+  // Checked after the parameters, so a bad spec is INVALID_ARGUMENT whatever the target.
+  if (budgets == nullptr) {
+    // Not the request's fault: the spec is valid on a server started with a budget file.
+    return absl::FailedPreconditionError(
+        "KV policy scalekv needs per-layer roles from a calibration: make a budget file with "
+        "`kvserve-eval --model FILE --calibrate-scalekv OUT.json` and start kvserve with "
+        "--scalekv-budgets OUT.json");
+  }
   std::vector<double> scales = LayerBudgetScales(budgets->drafter, p->keep, refiner);
   return std::make_shared<const ScaleKvPolicy>(std::move(spec), *p, static_cast<int32_t>(window),
                                                static_cast<int32_t>(kernel), std::move(scales));

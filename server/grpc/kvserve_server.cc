@@ -65,12 +65,10 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
                       engine::CreateKvPolicy(options.kv_policy, policy_context));
   KV_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,
                       engine::Engine::Create(engine_options));
-  if (policy_context.scalekv_budgets != nullptr &&
-      policy_context.scalekv_budgets->num_layers() != engine->config().n_layers) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--scalekv-budgets %s has %d layers; model %s has %d (calibrate it on this model)",
-        options.scalekv_budgets_path, policy_context.scalekv_budgets->num_layers(),
-        engine->config().name, engine->config().n_layers));
+  if (policy_context.scalekv_budgets != nullptr) {
+    KV_RETURN_IF_ERROR(engine::CheckScaleKvBudgetsFit(
+        *policy_context.scalekv_budgets, options.scalekv_budgets_path, engine->config().name,
+        engine->config().n_layers));
   }
   KV_ASSIGN_OR_RETURN(
       std::unique_ptr<PrometheusMetrics> metrics,

@@ -51,6 +51,23 @@ TEST(BenchOptionsTest, FlagsReachTheirFields) {
   EXPECT_TRUE(ValidateBenchOptions(o).ok()) << ValidateBenchOptions(o);
 }
 
+// A scalekv policy needs the target's budget file: --scalekv-budgets for --model runs; with
+// --server the server has its own, so the client lets the spec through.
+TEST(BenchOptionsTest, ScaleKvBudgetsOnlyWithAModel) {
+  Parsed parsed = Parse({"--model", "m.gguf", "--scalekv-budgets", "m.scalekv.json",
+                         "--kv-policy", "scalekv:keep=0.3", "--requests", "1"});
+  ASSERT_TRUE(parsed.parse_ok);
+  EXPECT_EQ(parsed.options.scalekv_budgets_path, "m.scalekv.json");
+  EXPECT_TRUE(ValidateBenchOptions(parsed.options).ok());
+  EXPECT_FALSE(Parse({"--scalekv-budgets", "m.scalekv.json", "--requests", "1"}).parse_ok);
+  parsed = Parse({"--kv-policy", "scalekv:keep=0.3", "--requests", "1"});
+  ASSERT_TRUE(parsed.parse_ok);
+  EXPECT_TRUE(ValidateBenchOptions(parsed.options).ok()) << ValidateBenchOptions(parsed.options);
+  parsed = Parse({"--kv-policy", "scalekv:keep=3", "--requests", "1"});
+  ASSERT_TRUE(parsed.parse_ok);
+  EXPECT_FALSE(ValidateBenchOptions(parsed.options).ok());
+}
+
 TEST(BenchOptionsTest, DefaultServerIsLocal) {
   const Parsed parsed = Parse({"--requests", "1"});
   ASSERT_TRUE(parsed.parse_ok);

@@ -4,6 +4,7 @@
 // (llama.cpp's greedy output; none of its four continuations reaches EOS in 64 tokens).
 #include "client/engine_generation_target.h"
 
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -320,6 +321,58 @@ INSTANTIATE_TEST_SUITE_P(
         WeightTypeCase{"auto", "auto", true, engine::WeightType::kAuto},
         WeightTypeCase{"unknown", "f13", false, engine::WeightType::kF32}),
     [](const ::testing::TestParamInfo<WeightTypeCase>& info) { return info.param.name; });
+
+// scalekv in process: with the bundled model's budget file requests run; without one the
+// --kv-policy is refused before the model loads (and a request naming it gets
+// FAILED_PRECONDITION); a file for another model is refused at Create.
+TEST(EngineGenerationTargetTest, ScaleKvUsesTheBudgetFile) {
+  BenchOptions flags;
+  flags.model = kModel;
+  flags.threads = 1;
+  flags.load.kv_policy = "scalekv:keep=0.3";
+  EXPECT_EQ(MakeEngineTargetOptions(flags).status().code(), absl::StatusCode::kInvalidArgument);
+  flags.scalekv_budgets_path = KVSERVE_SOURCE_DIR "/models/stories260K.scalekv.json";
+  absl::StatusOr<EngineTargetOptions> options = MakeEngineTargetOptions(flags);
+  ASSERT_TRUE(options.ok()) << options.status();
+  ASSERT_NE(options->kv_policy.scalekv_budgets, nullptr);
+  auto target = EngineGenerationTarget::Create(*options);
+  ASSERT_TRUE(target.ok()) << target.status();
+  LoadGenOptions load = flags.load;
+  load.concurrency = 2;
+  load.requests = 4;
+  load.prompt_tokens = 40;
+  load.max_tokens = 24;
+  absl::StatusOr<BenchReport> report = RunLoad(**target, load);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->completed, 4);
+  EXPECT_EQ(report->errored, 0);
+
+  auto plain = EngineGenerationTarget::Create(SmallEngineOptions());
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  Collector collector(1);
+  WorkItem item;
+  item.prompt_token_ids = {1, 400, 401};
+  item.max_tokens = 4;
+  item.kv_policy = "scalekv";
+  (*plain)->StartGenerate(item, collector.Callbacks(0));
+  ASSERT_TRUE(collector.Wait(absl::Seconds(60)));
+  EXPECT_EQ(collector.observed()[0].outcome.status.code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  const std::string path = ::testing::TempDir() + "/two_layers.scalekv.json";
+  std::ofstream(path) << R"({"format": "kvserve-scalekv-budgets/1", "layers": [
+      {"layer": 0, "asi": 0.5, "role": "drafter"}, {"layer": 1, "asi": 0.9, "role": "refiner"}]})";
+  flags.scalekv_budgets_path = path;
+  options = MakeEngineTargetOptions(flags);
+  ASSERT_TRUE(options.ok()) << options.status();
+  auto wrong = EngineGenerationTarget::Create(*options);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong.status().message().find("has 2 layers"), std::string::npos) << wrong.status();
+  std::remove(path.c_str());
+  flags.scalekv_budgets_path = "/nonexistent.scalekv.json";
+  EXPECT_EQ(MakeEngineTargetOptions(flags).status().code(), absl::StatusCode::kInvalidArgument);
+}
 
 TEST(MakeEngineTargetOptionsTest, NeedsAModel) {
   EXPECT_EQ(MakeEngineTargetOptions(BenchOptions{}).status().code(),

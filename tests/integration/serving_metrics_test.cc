@@ -151,13 +151,13 @@ TEST(ServingMetricsTest, RequestsWithDifferentPoliciesShareABatch) {
 }
 
 // ScaleKV needs the server to have its budget file: without one a scalekv request is refused
-// (INVALID_ARGUMENT saying how to get one); a file for another model refuses to start.
+// (FAILED_PRECONDITION saying how to get one); a file for another model refuses to start.
 TEST(ServingMetricsTest, ScaleKvNeedsABudgetFileForThisModel) {
   auto server = KvServer::Create(TestOptions());
   ASSERT_TRUE(server.ok()) << server.status();
   auto stub = v1::Inference::NewStub(kvserve::testing::Connect((*server)->address()));
   const auto refused = kvserve::testing::Generate(*stub, Params("Once upon", 5, "scalekv"));
-  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(refused.status.error_message().find("--scalekv-budgets"), std::string::npos)
       << refused.status.error_message();
   EXPECT_TRUE(kvserve::testing::Generate(*stub, Params("Once upon", 5)).status.ok());
