@@ -19,6 +19,7 @@ kvserve::v1::GenerationParams BuildGenerationParams(const GenerateFlags& flags) 
   for (const std::string& stop : flags.stop) params.add_stop(stop);
   params.set_add_bos(!flags.no_bos);
   params.set_priority(flags.priority);
+  params.set_kv_policy(flags.kv_policy);
   return params;
 }
 

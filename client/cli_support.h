@@ -31,6 +31,7 @@ struct GenerateFlags {
   std::vector<std::string> stop;    // Stop strings.
   int priority = 0;                 // Scheduling priority; higher runs first.
   bool no_bos = false;              // Do not prepend BOS.
+  std::string kv_policy;            // KV policy spec; "" = the server's default.
 };
 
 kvserve::v1::GenerationParams BuildGenerationParams(const GenerateFlags& flags);

@@ -96,6 +96,9 @@ void AddGenerateFlags(CLI::App& sub, GenerateFlags& flags) {
       ->allow_extra_args(false);
   sub.add_option("--priority", flags.priority, "Scheduling priority; higher runs first");
   sub.add_flag("--no-bos", flags.no_bos, "Do not prepend the BOS token");
+  sub.add_option("--kv-policy", flags.kv_policy,
+                 "KV-cache policy of this request, e.g. h2o:keep=0.5, keyformer:keep=0.3, "
+                 "lazyllm (default: the server's --kv-policy)");
   sub.add_option("prompt", flags.prompt, "Prompt text")->required();
 }
 

@@ -65,6 +65,7 @@ TEST(BuildGenerationParamsTest, CopiesEveryFlag) {
   flags.stop = {"\n", "The end"};
   flags.priority = 3;
   flags.no_bos = true;
+  flags.kv_policy = "keyformer:keep=0.3";
   const kvserve::v1::GenerationParams params = BuildGenerationParams(flags);
   EXPECT_EQ(params.prompt(), "Once upon a time");
   EXPECT_EQ(params.prompt_token_ids_size(), 0);
@@ -76,6 +77,7 @@ TEST(BuildGenerationParamsTest, CopiesEveryFlag) {
   ASSERT_EQ(params.stop_size(), 2);
   EXPECT_EQ(params.stop(1), "The end");
   EXPECT_EQ(params.priority(), 3);
+  EXPECT_EQ(params.kv_policy(), "keyformer:keep=0.3");
   ASSERT_TRUE(params.has_add_bos());
   EXPECT_FALSE(params.add_bos());
 }

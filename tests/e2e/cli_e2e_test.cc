@@ -233,6 +233,26 @@ TEST_F(CliE2eTest, HealthOfUnknownServiceIsNotSuccess) {
   EXPECT_NE(result.exit_code, 0) << result.stdout_text;
 }
 
+// --kv-policy reaches the server per request: full (keep 1) is the reference output itself;
+// a tight window changes the 64-token continuation of the 5-token prompt once it evicts; a
+// malformed spec is the server's INVALID_ARGUMENT.
+TEST_F(CliE2eTest, KvPolicyIsSentPerRequest) {
+  const Reference ref = LoadReference();
+  CommandResult result = Cli("generate", {"--max-tokens", "64", "--temperature", "0",
+                                          "--kv-policy", "h2o:keep=1", ref.prompt});
+  ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
+  EXPECT_EQ(result.stdout_text, ref.generated_text + "\n");
+  result = Cli("generate", {"--max-tokens", "64", "--temperature", "0", "--kv-policy",
+                            "window:keep=1,max=8,sinks=1", ref.prompt});
+  ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
+  EXPECT_NE(result.stdout_text, ref.generated_text + "\n");
+  result = Cli("generate", {"--kv-policy", "h2o:keep=7", "Once upon a time"});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.stderr_text.find("error: INVALID_ARGUMENT: "), std::string::npos)
+      << result.stderr_text;
+  EXPECT_NE(result.stderr_text.find("h2o"), std::string::npos) << result.stderr_text;
+}
+
 TEST_F(CliE2eTest, BadRequestFailsWithInvalidArgument) {
   const CommandResult result = Cli("generate", {"--top-p", "2", "Once upon a time"});
   EXPECT_EQ(result.exit_code, 2);
