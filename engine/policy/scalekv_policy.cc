@@ -40,9 +40,7 @@ absl::StatusOr<std::shared_ptr<const ScaleKvPolicy>> ScaleKvPolicy::Create(
 }
 
 void ScaleKvPolicy::Observe(const AttentionRow& row, PolicyState& state) const {
-  thread_local std::vector<float> p;
-  SoftmaxInto(row.logits, 1.0f, p);
-  for (size_t i = 0; i < p.size(); ++i) state.scores[i] += p[i];
+  AccumulateAttention(row.logits, state.scores);
 }
 
 std::vector<int32_t> ScaleKvPolicy::Plan(const SequenceKvView& view, PolicyState& state) const {
@@ -70,14 +68,7 @@ std::vector<int32_t> ScaleKvPolicy::PlanScaled(const SequenceKvView& view,
   if (n <= budget || (!prompt_end && n < budget + window_)) return {};
   // Average pool (kernel_ wide, centred) so neighbours of important tokens survive too.
   thread_local std::vector<float> pooled;
-  pooled.assign(n, 0.0f);
-  const int32_t half = kernel_ / 2;
-  for (int32_t i = 0; i < n; ++i) {
-    double sum = 0;
-    const int32_t lo = std::max(0, i - half), hi = std::min(n - 1, i + half);
-    for (int32_t j = lo; j <= hi; ++j) sum += state.scores[j];
-    pooled[i] = static_cast<float>(sum / (hi - lo + 1));
-  }
+  AveragePool(absl::MakeConstSpan(state.scores.data(), n), kernel_, pooled);
   std::vector<int32_t> keep = SelectTopK(pooled, budget, std::min(window_, budget));
   // The next phase is scored by its own queries only.
   std::fill(state.scores.begin(), state.scores.end(), 0.0f);

@@ -105,4 +105,22 @@ void SoftmaxInto(absl::Span<const float> logits, float tau, std::vector<float>& 
   for (float& v : out) v *= inv;
 }
 
+void AccumulateAttention(absl::Span<const float> logits, std::vector<float>& scores) {
+  thread_local std::vector<float> p;
+  SoftmaxInto(logits, 1.0f, p);
+  for (size_t i = 0; i < p.size(); ++i) scores[i] += p[i];
+}
+
+void AveragePool(absl::Span<const float> scores, int32_t kernel, std::vector<float>& out) {
+  const int64_t n = static_cast<int64_t>(scores.size());
+  const int64_t half = kernel / 2;
+  out.assign(n, 0.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    double sum = 0;
+    const int64_t lo = std::max<int64_t>(0, i - half), hi = std::min(n - 1, i + half);
+    for (int64_t j = lo; j <= hi; ++j) sum += scores[j];
+    out[i] = static_cast<float>(sum / static_cast<double>(hi - lo + 1));
+  }
+}
+
 }  // namespace kvserve::engine

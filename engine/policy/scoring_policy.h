@@ -60,6 +60,15 @@ absl::StatusOr<ScoringParams> ReadScoringParams(const PolicySpec& spec,
 // softmax(logits / tau) into `out` (same size), max-subtracted.
 void SoftmaxInto(absl::Span<const float> logits, float tau, std::vector<float>& out);
 
+// scores[i] += softmax(logits)[i]: one query's attention added to accumulated scores (H2O,
+// SnapKV's window, ScaleKV's phase). REQUIRES: scores.size() >= logits.size().
+void AccumulateAttention(absl::Span<const float> logits, std::vector<float>& scores);
+
+// out[i] = mean of scores over the `kernel` positions centred on i, clipped at the ends
+// (SnapKV's and ScaleKV's pooling: neighbours of important tokens survive too). out gets
+// scores.size() entries. REQUIRES: kernel >= 1.
+void AveragePool(absl::Span<const float> scores, int32_t kernel, std::vector<float>& out);
+
 }  // namespace kvserve::engine
 
 #endif  // KVSERVE_ENGINE_POLICY_SCORING_POLICY_H_

@@ -7,9 +7,7 @@ namespace kvserve::engine {
 
 void SnapKvPolicy::Observe(const AttentionRow& row, PolicyState& state) const {
   if (!row.prefill || state.one_shot_done) return;
-  thread_local std::vector<float> p;
-  SoftmaxInto(row.logits, 1.0f, p);
-  for (size_t i = 0; i < p.size(); ++i) state.scores[i] += p[i];
+  AccumulateAttention(row.logits, state.scores);
 }
 
 std::vector<int32_t> SnapKvPolicy::Plan(const SequenceKvView& view, PolicyState& state) const {
@@ -21,17 +19,8 @@ std::vector<int32_t> SnapKvPolicy::Plan(const SequenceKvView& view, PolicyState&
   state.budget = budget;
   if (n <= budget) return {};
   // Average pool (kernel_ wide, centred) so neighbours of important tokens survive too.
-  std::vector<float> pooled(n, 0.0f);
-  const int32_t half = kernel_ / 2;
-  for (int32_t i = 0; i < n; ++i) {
-    double sum = 0;
-    int32_t count = 0;
-    for (int32_t j = std::max(0, i - half); j <= std::min(n - 1, i + half); ++j) {
-      sum += state.scores[j];
-      ++count;
-    }
-    pooled[i] = static_cast<float>(sum / count);
-  }
+  thread_local std::vector<float> pooled;
+  AveragePool(absl::MakeConstSpan(state.scores.data(), n), kernel_, pooled);
   // The observation window is the protected "recent" part.
   return SelectTopK(pooled, budget, std::min(window_, n));
 }

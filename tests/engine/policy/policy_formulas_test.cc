@@ -8,6 +8,7 @@
 #include "engine/policy/kv_policy.h"
 #include "engine/policy/scalekv_budgets.h"
 #include "engine/policy/scalekv_policy.h"
+#include "engine/policy/scoring_policy.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -112,6 +113,20 @@ TEST(PolicyFormulaTest, KeyformerGumbelNoiseAndTemperatureSchedule) {
 
 // SnapKV (arXiv 2404.14469, Algorithm 1): votes of the last `window` prompt queries,
 // average-pooled (kernel), top ceil(keep * prompt) plus the window itself, once.
+// The two shared building blocks on hand-made numbers.
+TEST(PolicyFormulaTest, AccumulateAttentionAndAveragePool) {
+  std::vector<float> scores = {1, 0, 0};
+  AccumulateAttention(std::vector<float>{0, std::log(3.0f)}, scores);  // softmax: 1/4, 3/4.
+  EXPECT_FLOAT_EQ(scores[0], 1.25f);
+  EXPECT_FLOAT_EQ(scores[1], 0.75f);
+  EXPECT_EQ(scores[2], 0.0f);  // Beyond the row: untouched.
+  std::vector<float> pooled;
+  AveragePool(std::vector<float>{3, 0, 6, 0, 9}, 3, pooled);
+  EXPECT_THAT(pooled, ElementsAre(1.5f, 3.0f, 2.0f, 5.0f, 4.5f));  // Clipped at both ends.
+  AveragePool(std::vector<float>{3, 0, 6}, 1, pooled);
+  EXPECT_THAT(pooled, ElementsAre(3.0f, 0.0f, 6.0f));
+}
+
 TEST(PolicyFormulaTest, SnapKvPoolsObservationWindowVotesOnce) {
   auto snapkv = Make("snapkv:keep=0.5,window=2,kernel=3");
   EXPECT_EQ(snapkv->needs(), KvPolicy::Needs::kLastPromptRows);
