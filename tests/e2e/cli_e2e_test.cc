@@ -286,6 +286,35 @@ TEST_F(CliE2eTest, BenchCompletesEveryRequest) {
   EXPECT_GT(report["requests_per_s"].get<double>(), 0);
 }
 
+// scalekv needs the server's budget file: kvserve-bench leaves that to the server (this one
+// has none), which refuses every request with FAILED_PRECONDITION; the report says so.
+TEST_F(CliE2eTest, BenchReportsTheServersRefusalOfScaleKv) {
+  const CommandResult result =
+      Run({kBenchBinary, "--server", server_->address(), "--concurrency", "2", "--requests",
+           "4", "--prompt-tokens", "8", "--max-tokens", "4", "--kv-policy", "scalekv:keep=0.3",
+           "--json"});
+  ASSERT_EQ(result.exit_code, 0) << result.stderr_text;
+  const nlohmann::json report = nlohmann::json::parse(result.stdout_text);
+  EXPECT_EQ(report["completed"], 0) << report;
+  EXPECT_EQ(report["lost"], 0);
+  EXPECT_EQ(report["errors"], (nlohmann::json{{"FAILED_PRECONDITION", 4}})) << report;
+}
+
+// In process, --scalekv-budgets gives the engine the bundled model's budget file.
+TEST(BenchModelE2eTest, InProcessScaleKvWithTheBudgetFile) {
+  absl::StatusOr<CommandResult> result = RunCommand(
+      {kBenchBinary, "--model", kModel, "--threads", "1", "--scalekv-budgets",
+       KVSERVE_SOURCE_DIR "/models/stories260K.scalekv.json", "--kv-policy", "scalekv:keep=0.3",
+       "--concurrency", "2", "--requests", "4", "--prompt-tokens", "64", "--max-tokens", "16",
+       "--json"},
+      kCommandTimeoutS);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->exit_code, 0) << result->stderr_text;
+  const nlohmann::json report = nlohmann::json::parse(result->stdout_text);
+  EXPECT_EQ(report["completed"], 4) << report;
+  EXPECT_EQ(report["kv_policy"], "scalekv:keep=0.3");
+}
+
 TEST_F(CliE2eTest, BenchOpenLoopCompletesEveryRequest) {
   const CommandResult result =
       Run({kBenchBinary, "--server", server_->address(), "--rate", "50", "--requests", "10",
