@@ -175,14 +175,14 @@ TEST_P(DashboardTest, QueriesOnlyExportedMetrics) {
     }
   }
   // The panels: traffic, TTFT/ITL/e2e percentiles, queue, rejections, KV usage,
-  // evictions by policy, batch size.
+  // evictions by policy, batch size, LazyLLM's skipped prefill work.
   for (const char* needed :
        {"kvserve_requests_total", "kvserve_generated_tokens_total",
         "kvserve_time_to_first_token_seconds_bucket", "kvserve_inter_token_latency_seconds_bucket",
         "kvserve_request_duration_seconds_bucket", "kvserve_requests_waiting",
         "kvserve_rejections_total", "kvserve_kv_usage_ratio", "kvserve_kv_evicted_tokens_total",
         "kvserve_batch_size_bucket", "kvserve_preemptions_total",
-        "kvserve_prefix_cache_hit_tokens_total"}) {
+        "kvserve_prefix_cache_hit_tokens_total", "kvserve_pruned_token_layers_total"}) {
     EXPECT_THAT(used, ::testing::Contains(needed));
   }
 }
