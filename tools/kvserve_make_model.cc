@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   app.add_option("--ffn", flags.ffn, "feed-forward hidden width");
   app.add_option("--vocab", flags.vocab, "vocabulary size");
   app.add_option("--context", flags.context, "context length");
-  app.add_option("--dtype", dtype, "matrix storage: f32, f16, bf16 or q8_0");
+  app.add_option("--dtype", dtype, "matrix storage: f32, f16, bf16, q8_0 or q4_0");
   app.add_option("--seed", flags.seed, "random seed (same seed and flags: identical file)");
   app.add_option("--init-std", flags.init_std, "standard deviation of the weights");
   app.add_option("--name", flags.name, "general.name");

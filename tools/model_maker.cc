@@ -96,8 +96,9 @@ absl::StatusOr<engine::TensorType> ParseDType(absl::string_view name) {
   if (name == "f16") return TensorType::kF16;
   if (name == "bf16") return TensorType::kBF16;
   if (name == "q8_0") return TensorType::kQ8_0;
+  if (name == "q4_0") return TensorType::kQ4_0;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown dtype '", name, "' (known: f32, f16, bf16, q8_0)"));
+      absl::StrCat("unknown dtype '", name, "' (known: f32, f16, bf16, q8_0, q4_0)"));
 }
 
 absl::StatusOr<Vocab> SynthesizeVocab(int64_t size) {

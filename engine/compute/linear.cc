@@ -184,6 +184,7 @@ WeightType ResolveWeightType(WeightType requested, TensorType stored) {
     case TensorType::kBF16:
       return WeightType::kBf16;
     case TensorType::kQ8_0:
+    case TensorType::kQ4_0:  // 4-bit values fit int8 with per-row scales at little extra loss.
       return WeightType::kInt8;
   }
   return WeightType::kF32;

@@ -64,7 +64,7 @@ std::string_view WeightTypeName(WeightType type);
 // The inverse of WeightTypeName; INVALID_ARGUMENT naming the choices for anything else.
 absl::StatusOr<WeightType> ParseWeightType(std::string_view name);
 // `requested` unless it is kAuto; then the type matching how the file stores its matrices:
-// 16-bit (f16, bf16) -> kBf16, q8_0 -> kInt8, f32 -> kF32.
+// 16-bit (f16, bf16) -> kBf16, q8_0 and q4_0 -> kInt8, f32 -> kF32.
 WeightType ResolveWeightType(WeightType requested, TensorType stored);
 
 class Linear {

@@ -36,6 +36,8 @@ std::optional<TensorType> TensorTypeFromGgml(uint32_t ggml_type) {
       return TensorType::kF16;
     case GgmlType::kQ8_0:
       return TensorType::kQ8_0;
+    case GgmlType::kQ4_0:
+      return TensorType::kQ4_0;
     case GgmlType::kBF16:
       return TensorType::kBF16;
   }
@@ -52,6 +54,8 @@ uint32_t GgmlTypeOf(TensorType type) {
       return static_cast<uint32_t>(GgmlType::kBF16);
     case TensorType::kQ8_0:
       return static_cast<uint32_t>(GgmlType::kQ8_0);
+    case TensorType::kQ4_0:
+      return static_cast<uint32_t>(GgmlType::kQ4_0);
   }
   return static_cast<uint32_t>(GgmlType::kF32);
 }
@@ -65,8 +69,21 @@ uint64_t TensorBytes(TensorType type, uint64_t num_elements) {
       return num_elements * 2;
     case TensorType::kQ8_0:
       return num_elements / kQ8_0BlockSize * kQ8_0BlockBytes;
+    case TensorType::kQ4_0:
+      return num_elements / kQ4_0BlockSize * kQ4_0BlockBytes;
   }
   return 0;
+}
+
+int64_t TensorBlockValues(TensorType type) {
+  switch (type) {
+    case TensorType::kQ8_0:
+      return kQ8_0BlockSize;
+    case TensorType::kQ4_0:
+      return kQ4_0BlockSize;
+    default:
+      return 1;
+  }
 }
 
 GgufValue GgufValue::Uint8(uint8_t v) {

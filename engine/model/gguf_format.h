@@ -29,6 +29,8 @@ inline constexpr uint64_t kGgufDefaultAlignment = 32;
 inline constexpr int kGgufMaxDims = 4;              // GGML_MAX_DIMS.
 inline constexpr int64_t kQ8_0BlockSize = 32;       // Values per q8_0 block.
 inline constexpr int64_t kQ8_0BlockBytes = 34;      // f16 scale + 32 int8.
+inline constexpr int64_t kQ4_0BlockSize = 32;       // Values per q4_0 block.
+inline constexpr int64_t kQ4_0BlockBytes = 18;      // f16 scale + 32 4-bit values.
 
 enum class GgufValueType : uint32_t {
   kUint8 = 0,
@@ -53,6 +55,7 @@ std::string GgufValueTypeName(uint32_t type);
 enum class GgmlType : uint32_t {
   kF32 = 0,
   kF16 = 1,
+  kQ4_0 = 2,
   kQ8_0 = 8,
   kBF16 = 30,
 };
@@ -64,9 +67,12 @@ std::string GgmlTypeName(uint32_t ggml_type);
 std::optional<TensorType> TensorTypeFromGgml(uint32_t ggml_type);
 uint32_t GgmlTypeOf(TensorType type);
 
-// Bytes needed by `num_elements` values of `type` (for q8_0, num_elements must be a multiple
-// of 32). No overflow check: callers bound num_elements first.
+// Bytes needed by `num_elements` values of `type` (for block types, num_elements must be a
+// multiple of the block). No overflow check: callers bound num_elements first.
 uint64_t TensorBytes(TensorType type, uint64_t num_elements);
+// Values per block of `type`: a row (innermost dimension) must be a multiple of it. 1 for
+// the plain float types, 32 for q8_0 and q4_0.
+int64_t TensorBlockValues(TensorType type);
 
 // One metadata value. Scalars use the field matching `type` (all integer types share
 // `int_value` / `uint_value`, both floats `float_value`); arrays hold `array_type` elements

@@ -201,7 +201,8 @@ absl::StatusOr<std::unique_ptr<ModelFile>> LoadGgufModel(std::unique_ptr<GgufFil
 
 void SetLlamaMetadata(const ModelConfig& c, const Vocab& v, TensorType dtype,
                       GgufWriter& writer) {
-  // llama.cpp's llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_BF16 32.
+  // llama.cpp's llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7,
+  // MOSTLY_BF16 32.
   uint32_t file_type = 0;
   switch (dtype) {
     case TensorType::kF32:
@@ -212,6 +213,9 @@ void SetLlamaMetadata(const ModelConfig& c, const Vocab& v, TensorType dtype,
       break;
     case TensorType::kQ8_0:
       file_type = 7;
+      break;
+    case TensorType::kQ4_0:
+      file_type = 2;
       break;
     case TensorType::kBF16:
       file_type = 32;
@@ -247,7 +251,7 @@ void SetLlamaMetadata(const ModelConfig& c, const Vocab& v, TensorType dtype,
 
 TensorType LlamaStorageType(TensorType dtype, const std::vector<int64_t>& shape) {
   if (shape.size() < 2) return TensorType::kF32;
-  if (dtype == TensorType::kQ8_0 && shape.back() % kQ8_0BlockSize != 0) return TensorType::kF16;
+  if (shape.back() % TensorBlockValues(dtype) != 0) return TensorType::kF16;
   return dtype;
 }
 

@@ -70,7 +70,7 @@ bool IsFloat(GgufValueType type) {
   return type == GgufValueType::kFloat32 || type == GgufValueType::kFloat64;
 }
 
-constexpr absl::string_view kSupportedTypes = "F32, F16, BF16, Q8_0";
+constexpr absl::string_view kSupportedTypes = "F32, F16, BF16, Q8_0, Q4_0";
 
 // Bounds-checked little-endian reads over the mapped bytes.
 class Reader {
@@ -375,9 +375,10 @@ absl::Status GgufFile::ParseAll() {
                                   kSupportedTypes, ")"));
     }
     info.type = *type;
-    if (info.type == TensorType::kQ8_0 && info.dims[0] % kQ8_0BlockSize != 0) {
-      return r.Error(absl::StrCat("tensor ", info.name, " is Q8_0 but its row length ",
-                                  info.dims[0], " is not a multiple of ", kQ8_0BlockSize));
+    if (const int64_t block = TensorBlockValues(info.type); info.dims[0] % block != 0) {
+      return r.Error(absl::StrCat("tensor ", info.name, " is ", GgmlTypeName(info.ggml_type),
+                                  " but its row length ", info.dims[0],
+                                  " is not a multiple of ", block));
     }
     info.size_bytes = TensorBytes(info.type, elements);
     if (!tensor_index_.emplace(info.name, tensors_.size()).second) {

@@ -107,6 +107,31 @@ void QuantizeRowQ8_0(const float* x, int64_t n, uint8_t* out) {
   }
 }
 
+void QuantizeRowQ4_0(const float* x, int64_t n, uint8_t* out) {
+  for (int64_t b = 0; b < n / kQ4_0BlockSize; ++b) {
+    const float* block = x + b * kQ4_0BlockSize;
+    // ggml's reference: the value of largest magnitude maps to -8 exactly.
+    float amax = 0.0f, max = 0.0f;
+    for (int64_t j = 0; j < kQ4_0BlockSize; ++j) {
+      if (std::fabs(block[j]) > amax) {
+        amax = std::fabs(block[j]);
+        max = block[j];
+      }
+    }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint8_t* dst = out + b * kQ4_0BlockBytes;
+    const uint16_t dh = FloatToHalf(d);
+    std::memcpy(dst, &dh, 2);
+    const auto nibble = [&](float v) {
+      return static_cast<uint8_t>(std::min(15, static_cast<int>(v * id + 8.5f)));
+    };
+    for (int64_t j = 0; j < kQ4_0BlockSize / 2; ++j) {
+      dst[2 + j] = nibble(block[j]) | static_cast<uint8_t>(nibble(block[j + 16]) << 4);
+    }
+  }
+}
+
 std::vector<uint8_t> EncodeTensorValues(TensorType type, absl::Span<const float> values) {
   const int64_t n = static_cast<int64_t>(values.size());
   std::vector<uint8_t> out(TensorBytes(type, static_cast<uint64_t>(n)));
@@ -128,6 +153,9 @@ std::vector<uint8_t> EncodeTensorValues(TensorType type, absl::Span<const float>
       break;
     case TensorType::kQ8_0:
       QuantizeRowQ8_0(values.data(), n, out.data());
+      break;
+    case TensorType::kQ4_0:
+      QuantizeRowQ4_0(values.data(), n, out.data());
       break;
   }
   return out;
@@ -180,9 +208,10 @@ absl::Status GgufWriter::AddTensor(const std::string& name, TensorType type,
     }
     if (i + 1 < shape.size()) t.rows *= shape[i];
   }
-  if (type == TensorType::kQ8_0 && t.cols % kQ8_0BlockSize != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": q8_0 rows of ", t.cols,
-                                                   " values are not a multiple of 32"));
+  if (const int64_t block = TensorBlockValues(type); t.cols % block != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor ", name, ": ", std::string(TensorTypeName(type)), " rows of ",
+                     t.cols, " values are not a multiple of ", block));
   }
   t.dims.assign(shape.rbegin(), shape.rend());
   t.size_bytes = TensorBytes(type, static_cast<uint64_t>(t.rows * t.cols));

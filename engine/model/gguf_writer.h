@@ -32,6 +32,9 @@ using GgufRowSource = std::function<absl::Status(int64_t first_row, absl::Span<f
 
 // Quantises one row of q8_0 blocks (n a multiple of 32) into n / 32 * 34 bytes at `out`.
 void QuantizeRowQ8_0(const float* x, int64_t n, uint8_t* out);
+// The same for q4_0 (ggml's quantize_row_q4_0_ref: d = the block's largest-magnitude value / -8,
+// values round to q in [0, 15] stored as q - 8 in nibbles).
+void QuantizeRowQ4_0(const float* x, int64_t n, uint8_t* out);
 
 // Encodes f32 values as `type` (for q8_0, values.size() a multiple of 32).
 std::vector<uint8_t> EncodeTensorValues(TensorType type, absl::Span<const float> values);

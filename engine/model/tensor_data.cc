@@ -11,6 +11,8 @@ namespace {
 
 constexpr int64_t kQ8Block = 32;       // Values per q8_0 block.
 constexpr int64_t kQ8BlockBytes = 34;  // f16 scale + 32 int8.
+constexpr int64_t kQ4Block = 32;       // Values per q4_0 block.
+constexpr int64_t kQ4BlockBytes = 18;  // f16 scale + 16 bytes of two 4-bit values each.
 
 uint16_t LoadU16(const uint8_t* p) {
   uint16_t v;
@@ -28,6 +30,8 @@ int64_t BytesFor(TensorType type, int64_t n) {
       return n * 2;
     case TensorType::kQ8_0:
       return (n + kQ8Block - 1) / kQ8Block * kQ8BlockBytes;
+    case TensorType::kQ4_0:
+      return (n + kQ4Block - 1) / kQ4Block * kQ4BlockBytes;
   }
   return 0;
 }
@@ -44,6 +48,8 @@ std::string_view TensorTypeName(TensorType type) {
       return "bf16";
     case TensorType::kQ8_0:
       return "q8_0";
+    case TensorType::kQ4_0:
+      return "q4_0";
   }
   return "unknown";
 }
@@ -78,6 +84,17 @@ absl::Status DecodeToF32(const TensorData& tensor, int64_t first, absl::Span<flo
         const uint8_t* block = data + (e / kQ8Block) * kQ8BlockBytes;
         const float d = HalfToFloat(LoadU16(block));
         out[i] = d * static_cast<float>(static_cast<int8_t>(block[2 + e % kQ8Block]));
+      }
+      break;
+    case TensorType::kQ4_0:
+      // ggml's block_q4_0: byte j holds value j in its low nibble and value j + 16 in its high.
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t e = first + i;
+        const uint8_t* block = data + (e / kQ4Block) * kQ4BlockBytes;
+        const int64_t j = e % kQ4Block;
+        const uint8_t byte = block[2 + j % (kQ4Block / 2)];
+        const int q = (j < kQ4Block / 2 ? byte & 0x0f : byte >> 4) - 8;
+        out[i] = HalfToFloat(LoadU16(block)) * static_cast<float>(q);
       }
       break;
   }

@@ -19,6 +19,7 @@ enum class TensorType {
   kF16,
   kBF16,
   kQ8_0,  // ggml blocks of 32 int8 values with one f16 scale (34 bytes per block).
+  kQ4_0,  // ggml blocks of 32 4-bit values (q - 8) with one f16 scale (18 bytes per block).
 };
 
 std::string_view TensorTypeName(TensorType type);

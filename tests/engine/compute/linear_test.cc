@@ -352,6 +352,21 @@ TEST_P(LinearStorageTest, MatchesReferenceOnDecodedWeights) {
         }
       }
       break;
+    case TensorType::kQ4_0:
+      // Blocks of 32: an f16 scale (1/8), then 16 bytes: value i in the low nibble of byte i,
+      // value i + 16 in its high nibble, each stored as q + 8 in [0, 15].
+      for (size_t b = 0; b < values.size(); b += 32) {
+        const uint16_t d = FloatToHalf(1.0f / 8);
+        bytes.push_back(d & 0xff);
+        bytes.push_back(d >> 8);
+        const auto nibble = [&](size_t i) {
+          return static_cast<uint8_t>(std::clamp<long>(std::lround(values[b + i] * 8) + 8, 0, 15));
+        };
+        for (size_t i = 0; i < 16; ++i) {
+          bytes.push_back(static_cast<uint8_t>(nibble(i) | (nibble(i + 16) << 4)));
+        }
+      }
+      break;
   }
   TensorData t;
   t.name = "stored.weight";
@@ -397,6 +412,8 @@ INSTANTIATE_TEST_SUITE_P(
                       StorageCase{"Q8_0AsF32", TensorType::kQ8_0, WeightType::kF32},
                       StorageCase{"Q8_0AsBf16", TensorType::kQ8_0, WeightType::kBf16},
                       StorageCase{"Q8_0AsInt8", TensorType::kQ8_0, WeightType::kInt8},
+                      StorageCase{"Q4_0AsF32", TensorType::kQ4_0, WeightType::kF32},
+                      StorageCase{"Q4_0AsInt8", TensorType::kQ4_0, WeightType::kInt8},
                       StorageCase{"F16AsInt8", TensorType::kF16, WeightType::kInt8},
                       StorageCase{"F32AsInt8", TensorType::kF32, WeightType::kInt8}),
     [](const auto& info) { return info.param.name; });

@@ -316,6 +316,17 @@ TEST_P(ConvertedModelTest, WeightsMatchTheOriginalWithinTheTypesPrecision) {
               << b->name << "[" << i << "]";
           break;
         }
+        case TensorType::kQ4_0: {
+          // Levels -8..7 times d = |max| / 8: half a step, except that the side opposite the
+          // largest value reaches only 7 d (a whole step), plus d's f16 rounding.
+          float amax = 0;
+          const size_t block = i / 32 * 32;
+          for (size_t j = block; j < block + 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+          const float d = amax / 8.0f;
+          ASSERT_NEAR(y[i], x[i], d + 8.0f * d * std::ldexp(1.0f, -11) + 1e-7f)
+              << b->name << "[" << i << "]";
+          break;
+        }
       }
     }
   }
@@ -328,6 +339,7 @@ INSTANTIATE_TEST_SUITE_P(
                       DTypeCase{"F16", TensorType::kF16, true},
                       DTypeCase{"BF16", TensorType::kBF16, true},
                       DTypeCase{"Q8_0", TensorType::kQ8_0, true},
+                      DTypeCase{"Q4_0", TensorType::kQ4_0, true},
                       DTypeCase{"Q8_0Untied", TensorType::kQ8_0, false}),
     [](const auto& info) { return std::string(info.param.name); });
 

@@ -225,7 +225,7 @@ TEST_P(UnsupportedTypeTest, ErrorNamesTensorAndType) {
 
 INSTANTIATE_TEST_SUITE_P(
     Types, UnsupportedTypeTest,
-    ::testing::Values(TypeCase{2, "Q4_0"}, TypeCase{3, "Q4_1"}, TypeCase{9, "Q8_1"},
+    ::testing::Values(TypeCase{3, "Q4_1"}, TypeCase{6, "Q5_0"}, TypeCase{9, "Q8_1"},
                       TypeCase{12, "Q4_K"}, TypeCase{14, "Q6_K"}, TypeCase{16, "IQ2_XXS"},
                       TypeCase{26, "I32"}, TypeCase{28, "F64"}, TypeCase{999, "type 999"}),
     [](const auto& info) { return absl::StrCat("ggml_type_", info.param.ggml_type); });

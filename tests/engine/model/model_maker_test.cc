@@ -75,7 +75,7 @@ TEST_P(MakeModelTest, WritesALoadableModel) {
 
 INSTANTIATE_TEST_SUITE_P(DTypes, MakeModelTest,
                          ::testing::Values(TensorType::kF32, TensorType::kF16, TensorType::kBF16,
-                                           TensorType::kQ8_0),
+                                           TensorType::kQ8_0, TensorType::kQ4_0),
                          [](const auto& info) {
                            return std::string(engine::TensorTypeName(info.param));
                          });
@@ -157,7 +157,8 @@ TEST(PresetTest, KnownPresets) {
   EXPECT_EQ(t->vocab, 32000);
   EXPECT_EQ(t->context, 2048);
   EXPECT_THAT(std::string(PresetOptions("llama-70b").status().message()), HasSubstr("tinyllama-1.1b"));
-  EXPECT_FALSE(ParseDType("q4_0").ok());
+  EXPECT_TRUE(ParseDType("q4_0").ok());
+  EXPECT_FALSE(ParseDType("q4_k").ok());
   EXPECT_EQ(*ParseDType("bf16"), TensorType::kBF16);
 }
 
@@ -174,7 +175,7 @@ TEST(MakeModelBinaryTest, CommandLineWritesALoadableModel) {
   EXPECT_EQ((*m)->config.dim, 64);
   EXPECT_EQ((*m)->weights.layers[0].wq.type, TensorType::kBF16);
   // Bad flags fail with a non-zero exit status.
-  EXPECT_NE(std::system((binary + " --dtype q4_0 --out " + path + " 2> /dev/null").c_str()), 0);
+  EXPECT_NE(std::system((binary + " --dtype q4_k --out " + path + " 2> /dev/null").c_str()), 0);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ TEST(TensorTypeNameTest, NamesEveryType) {
   EXPECT_EQ(TensorTypeName(TensorType::kF16), "f16");
   EXPECT_EQ(TensorTypeName(TensorType::kBF16), "bf16");
   EXPECT_EQ(TensorTypeName(TensorType::kQ8_0), "q8_0");
+  EXPECT_EQ(TensorTypeName(TensorType::kQ4_0), "q4_0");
 }
 
 TEST(HalfTest, KnownValues) {
@@ -163,6 +164,37 @@ TEST(DecodeToF32Test, Q8_0AnyRange) {
     const float expected = e < 32 ? 0.5f * (e - 16) : 2.0f * -(e - 32);
     EXPECT_EQ(out[k], expected) << e;
   }
+}
+
+// ggml's block_q4_0: f16 d, then 16 bytes; byte j has value j in its low nibble and value
+// j + 16 in its high nibble, each q + 8.
+TEST(DecodeToF32Test, Q4_0NibbleLayoutAnyRange) {
+  // Two blocks: d = 0.5 with value i = (i % 16) - 8, then d = -2 with value i = 7 - (i % 16)
+  // (low nibbles) / (i % 16) - 8 (high nibbles).
+  std::vector<uint8_t> bytes(36);
+  const uint16_t d0 = FloatToHalf(0.5f), d1 = FloatToHalf(-2.0f);
+  std::memcpy(bytes.data(), &d0, 2);
+  std::memcpy(bytes.data() + 18, &d1, 2);
+  for (int j = 0; j < 16; ++j) {
+    bytes[2 + j] = static_cast<uint8_t>(j | (j << 4));
+    bytes[20 + j] = static_cast<uint8_t>((15 - j) | (j << 4));
+  }
+  const TensorData t = View("q", TensorType::kQ4_0, {64}, bytes);
+  std::vector<float> all(64);
+  ASSERT_TRUE(DecodeToF32(t, 0, absl::MakeSpan(all)).ok());
+  for (int e = 0; e < 64; ++e) {
+    const int j = e % 16;
+    float expected;
+    if (e < 32) {
+      expected = 0.5f * (j - 8);
+    } else {
+      expected = -2.0f * (e < 48 ? (15 - j) - 8 : j - 8);
+    }
+    EXPECT_EQ(all[e], expected) << e;
+  }
+  std::vector<float> out(9);
+  ASSERT_TRUE(DecodeToF32(t, 29, absl::MakeSpan(out)).ok());  // Straddles the block boundary.
+  for (int k = 0; k < 9; ++k) EXPECT_EQ(out[k], all[29 + k]) << 29 + k;
 }
 
 TEST(DecodeToF32Test, RejectsRangesOutsideTheTensor) {
