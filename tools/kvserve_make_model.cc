@@ -1,5 +1,6 @@
 // kvserve-make-model: writes a LLaMA GGUF with seeded random weights and a usable vocabulary,
-// for load and speed tests at realistic sizes (e.g. --preset tinyllama-1.1b --dtype q8_0).
+// for load and speed tests at realistic sizes (e.g. --preset tinyllama-1.1b --dtype q8_0), or
+// re-encodes a real model in another storage type (--convert models/stories260K.gguf --dtype q4_0).
 #include <cstdio>
 #include <string>
 
@@ -29,6 +30,13 @@ int main(int argc, char** argv) {
   app.add_option("--name", flags.name, "general.name");
   app.add_option("--vocab-from", flags.vocab_from, "copy the tokenizer of this GGUF file");
   app.add_option("--out", flags.out, "output file")->required();
+  std::string convert;
+  app.add_option("--convert", convert,
+                 "instead of random weights, re-encode this model (GGUF or llama2.c) with "
+                 "--dtype")
+      ->excludes(app.get_option("--preset"))
+      ->excludes(app.get_option("--seed"))
+      ->excludes(app.get_option("--vocab-from"));
   CLI11_PARSE(app, argc, argv);
 
   ModelMakerOptions options;
@@ -62,7 +70,9 @@ int main(int argc, char** argv) {
   }
   options.dtype = *type;
 
-  const absl::Status status = kvserve::tools::MakeModel(options);
+  const absl::Status status = convert.empty()
+                                  ? kvserve::tools::MakeModel(options)
+                                  : kvserve::tools::ConvertModel(convert, *type, options.out);
   if (!status.ok()) {
     std::fprintf(stderr, "kvserve-make-model: %s\n", std::string(status.message()).c_str());
     return 1;

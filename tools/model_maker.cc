@@ -222,4 +222,11 @@ absl::Status MakeModel(const ModelMakerOptions& o) {
   return writer.WriteFile(o.out);
 }
 
+absl::Status ConvertModel(const std::string& from, engine::TensorType dtype,
+                          const std::string& out) {
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<engine::ModelFile> model, engine::LoadModelFile(from));
+  return engine::WriteLlamaGguf(
+      *model, {.dtype = dtype, .write_output = !model->weights.tied_output}, out);
+}
+
 }  // namespace kvserve::tools

@@ -52,6 +52,12 @@ absl::StatusOr<engine::TensorType> ParseDType(absl::string_view name);
 // Writes the model described by `options` to options.out.
 absl::Status MakeModel(const ModelMakerOptions& options);
 
+// Re-encodes the real model at `from` (GGUF or llama2.c) as a llama GGUF at `out` with its
+// matrices stored as `dtype` (a tied classifier stays tied): how the q4_0 / q8_0 copies of the
+// bundled model are made for tests.
+absl::Status ConvertModel(const std::string& from, engine::TensorType dtype,
+                          const std::string& out);
+
 }  // namespace kvserve::tools
 
 #endif  // KVSERVE_TOOLS_MODEL_MAKER_H_

@@ -176,6 +176,34 @@ TEST(MakeModelBinaryTest, CommandLineWritesALoadableModel) {
   EXPECT_EQ((*m)->weights.layers[0].wq.type, TensorType::kBF16);
   // Bad flags fail with a non-zero exit status.
   EXPECT_NE(std::system((binary + " --dtype q4_k --out " + path + " 2> /dev/null").c_str()), 0);
+  // --convert re-encodes a real model; it cannot be combined with random-weight flags.
+  const std::string bundled = std::string(KVSERVE_SOURCE_DIR) + "/models/stories260K.gguf";
+  ASSERT_EQ(std::system((binary + " --convert " + bundled + " --dtype q4_0 --out " + path +
+                         " > /dev/null").c_str()),
+            0);
+  auto converted = LoadModelFile(path);
+  ASSERT_TRUE(converted.ok()) << converted.status();
+  EXPECT_EQ((*converted)->config.name, "stories260K");
+  EXPECT_EQ((*converted)->weights.layers[0].wq.type, TensorType::kQ4_0);
+  EXPECT_EQ((*converted)->weights.layers[0].ffn_down.type, TensorType::kF16);  // Rows of 172.
+  EXPECT_NE(std::system((binary + " --convert " + bundled + " --seed 3 --out " + path +
+                         " 2> /dev/null").c_str()),
+            0);
+}
+
+// ConvertModel keeps the model (vocabulary, shape, tied classifier) and changes the storage.
+TEST(ConvertModelTest, ReencodesTheBundledModel) {
+  const std::string bundled = std::string(KVSERVE_SOURCE_DIR) + "/models/stories260K.gguf";
+  const std::string path = engine::testing::TempDir("convert") + "/q8.gguf";
+  ASSERT_TRUE(ConvertModel(bundled, TensorType::kQ8_0, path).ok());
+  auto original = LoadModelFile(bundled);
+  auto converted = LoadModelFile(path);
+  ASSERT_TRUE(original.ok() && converted.ok());
+  EXPECT_EQ((*converted)->vocab.pieces, (*original)->vocab.pieces);
+  EXPECT_EQ((*converted)->weights.tied_output, (*original)->weights.tied_output);
+  EXPECT_EQ((*converted)->config.n_layers, (*original)->config.n_layers);
+  EXPECT_EQ((*converted)->weights.layers[2].wk.type, TensorType::kQ8_0);
+  EXPECT_FALSE(ConvertModel("/nonexistent.gguf", TensorType::kQ8_0, path).ok());
 }
 
 }  // namespace
