@@ -1,9 +1,8 @@
 // The engine against an independent implementation (llama.cpp's outputs for the bundled
 // model) and against itself under batching, chunking and preemption.
 #include "engine/runtime/engine.h"
-#include "engine/model/gguf_model.h"
-#include "engine/model/model_file.h"
-#include "engine/tokenizer/incremental_detokenizer.h"
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +10,11 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <string>
 
+#include "engine/model/gguf_model.h"
+#include "engine/model/model_file.h"
+#include "engine/tokenizer/incremental_detokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -92,7 +95,9 @@ TEST(EngineReferenceTest, GgufGreedyMatchesLlamaCppTokenForToken) {
 // first 16 tokens, and most tokens overall. Measured 2026-12-02: f32 213/256 tokens before
 // each prompt's first difference (two of four prompts identical for all 64), int8 152/256.
 TEST(EngineReferenceTest, Q4_0FileFollowsLlamaCpp) {
-  const std::string path = ::testing::TempDir() + "/stories260K.q4_0.gguf";
+  // Per process: ctest runs this suite in several processes at once (the openmp variants).
+  const std::string path =
+      ::testing::TempDir() + "/stories260K.q4_0." + std::to_string(::getpid()) + ".gguf";
   {
     absl::StatusOr<std::unique_ptr<ModelFile>> model =
         LoadModelFile(SourcePath("models/stories260K.gguf"));
@@ -128,6 +133,7 @@ TEST(EngineReferenceTest, Q4_0FileFollowsLlamaCpp) {
                 std::string(WeightTypeName(engine->weight_type())).c_str(), agree, total);
     EXPECT_GE(static_cast<double>(agree), min_share * static_cast<double>(total));
   }
+  std::remove(path.c_str());
 }
 
 TEST(EngineReferenceTest, Llama2cFilesGiveTheSameOutputAsGguf) {
