@@ -27,17 +27,8 @@ absl::StatusOr<EngineTargetOptions> MakeEngineTargetOptions(const BenchOptions& 
   target.engine.max_batch_tokens = options.max_batch_tokens;
   target.loop.max_batch_tokens = options.max_batch_tokens;
   target.loop.max_running = options.max_running;
-  if (!options.scalekv_budgets_path.empty()) {
-    absl::StatusOr<engine::ScaleKvBudgets> budgets =
-        engine::LoadScaleKvBudgets(options.scalekv_budgets_path);
-    if (!budgets.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--scalekv-budgets: ", budgets.status().message()));
-    }
-    target.kv_policy.scalekv_budgets =
-        std::make_shared<const engine::ScaleKvBudgets>(*std::move(budgets));
-    target.scalekv_budgets_path = options.scalekv_budgets_path;
-  }
+  KV_ASSIGN_OR_RETURN(target.kv_policy, engine::LoadKvPolicyContext(options.scalekv_budgets_path));
+  target.scalekv_budgets_path = options.scalekv_budgets_path;
   if (!options.load.kv_policy.empty()) {
     if (absl::StatusOr<std::shared_ptr<const engine::KvPolicy>> policy =
             engine::CreateKvPolicy(options.load.kv_policy, target.kv_policy);

@@ -103,11 +103,10 @@ int main(int argc, char** argv) {
   for (const std::string& t : grid_kv_dtypes) {
     if (absl::Status s = kvserve::tools::CheckKvDtype(t); !s.ok()) return Fail(s);
   }
-  if (!budgets_path.empty()) {
-    auto budgets = kvserve::engine::LoadScaleKvBudgets(budgets_path);
-    if (!budgets.ok()) return Fail(budgets.status());
-    options.policy_context.scalekv_budgets =
-        std::make_shared<const kvserve::engine::ScaleKvBudgets>(*std::move(budgets));
+  if (auto context = kvserve::engine::LoadKvPolicyContext(budgets_path); context.ok()) {
+    options.policy_context = *std::move(context);
+  } else {
+    return Fail(context.status());
   }
   if (!grid && !make_corpus && calibrate_path.empty()) {
     // Reject a bad spec before loading anything.

@@ -143,6 +143,18 @@ absl::StatusOr<ScaleKvBudgets> LoadScaleKvBudgets(const std::string& path) {
   return b;
 }
 
+absl::StatusOr<KvPolicyContext> LoadKvPolicyContext(const std::string& scalekv_budgets_path) {
+  KvPolicyContext context;
+  if (scalekv_budgets_path.empty()) return context;
+  absl::StatusOr<ScaleKvBudgets> budgets = LoadScaleKvBudgets(scalekv_budgets_path);
+  if (!budgets.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--scalekv-budgets: ", budgets.status().message()));
+  }
+  context.scalekv_budgets = std::make_shared<const ScaleKvBudgets>(*std::move(budgets));
+  return context;
+}
+
 absl::Status CheckScaleKvBudgetsFit(const ScaleKvBudgets& budgets, std::string_view path,
                                     std::string_view model_name, int32_t model_layers) {
   if (budgets.num_layers() == model_layers) return absl::OkStatus();

@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/policy/kv_policy.h"
 
 namespace kvserve::engine {
 
@@ -56,6 +57,10 @@ std::string ScaleKvBudgetsToJson(const ScaleKvBudgets& budgets);
 absl::StatusOr<ScaleKvBudgets> ParseScaleKvBudgets(std::string_view json);
 // NOT_FOUND / INVALID_ARGUMENT with the path in the message.
 absl::StatusOr<ScaleKvBudgets> LoadScaleKvBudgets(const std::string& path);
+// The policy context a --scalekv-budgets flag gives (the server's, kvserve-bench's,
+// kvserve-eval's): empty for an empty path, else the loaded file; INVALID_ARGUMENT naming the
+// flag and the file's problem.
+absl::StatusOr<KvPolicyContext> LoadKvPolicyContext(const std::string& scalekv_budgets_path);
 // INVALID_ARGUMENT (naming the file `path` and the model) unless the budgets have one layer per
 // model layer: a file calibrated on another model.
 absl::Status CheckScaleKvBudgetsFit(const ScaleKvBudgets& budgets, std::string_view path,

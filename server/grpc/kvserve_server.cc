@@ -60,7 +60,7 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Create(const ServerOptions& 
   engine_options.kv_dtype = options.kv_dtype;
   engine_options.weight_type = options.weight_type;
   KV_ASSIGN_OR_RETURN(const engine::KvPolicyContext policy_context,
-                      LoadKvPolicyContext(options));
+                      engine::LoadKvPolicyContext(options.scalekv_budgets_path));
   KV_ASSIGN_OR_RETURN(std::shared_ptr<const engine::KvPolicy> default_policy,
                       engine::CreateKvPolicy(options.kv_policy, policy_context));
   KV_ASSIGN_OR_RETURN(std::unique_ptr<engine::Engine> engine,

@@ -56,7 +56,7 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   KV_RETURN_IF_ERROR(AtLeast("--max-running", options.max_running, 1));
   KV_RETURN_IF_ERROR(AtLeast("--kv-cache-mb", options.kv_cache_mb, 0));
   KV_ASSIGN_OR_RETURN(const engine::KvPolicyContext policy_context,
-                      LoadKvPolicyContext(options));
+                      engine::LoadKvPolicyContext(options.scalekv_budgets_path));
   if (absl::StatusOr<std::shared_ptr<const engine::KvPolicy>> policy =
           engine::CreateKvPolicy(options.kv_policy, policy_context);
       !policy.ok()) {
@@ -85,19 +85,6 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
                                       "line turns it off)");
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<engine::KvPolicyContext> LoadKvPolicyContext(const ServerOptions& options) {
-  engine::KvPolicyContext context;
-  if (options.scalekv_budgets_path.empty()) return context;
-  absl::StatusOr<engine::ScaleKvBudgets> budgets =
-      engine::LoadScaleKvBudgets(options.scalekv_budgets_path);
-  if (!budgets.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--scalekv-budgets: ", budgets.status().message()));
-  }
-  context.scalekv_budgets = std::make_shared<const engine::ScaleKvBudgets>(*std::move(budgets));
-  return context;
 }
 
 ParsedCommandLine ParseCommandLine(int argc, const char* const* argv) {

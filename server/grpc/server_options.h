@@ -7,11 +7,9 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/compute/device.h"
 #include "engine/compute/linear.h"
-#include "engine/policy/kv_policy.h"
 #include "engine/runtime/kv_dtype.h"
 
 namespace kvserve::server {
@@ -53,10 +51,6 @@ struct ServerOptions {
 
 // Checks value ranges that need no model: OK or INVALID_ARGUMENT naming the flag.
 absl::Status ValidateServerOptions(const ServerOptions& options);
-
-// What --scalekv-budgets loads (empty without the flag); INVALID_ARGUMENT naming the flag
-// when the file cannot be read or parsed.
-absl::StatusOr<engine::KvPolicyContext> LoadKvPolicyContext(const ServerOptions& options);
 
 // What the command line asks for.
 struct ParsedCommandLine {
