@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
+#include <type_traits>
 
 #include "engine/compute/gemv_partition.h"
 
@@ -48,30 +50,47 @@ inline uint32_t Pair(const uint16_t* x, int64_t p) {
   return v;
 }
 
-// One register tile: R rows x NV * 16 columns of one column block, over all `pairs` K pairs
-// in oneDNN's order (see the header): per chunk of chunk_pairs pairs, one vdpbf16ps per pair
-// into zeroed accumulators, then y = chunk sum (first chunk) or y + chunk sum. `cols` <=
-// NV * 16 of the block's columns are real; only they are read and written in y.
-template <int R, int NV>
-void Tile(const uint16_t* wb, int64_t pairs, int64_t chunk_pairs, const uint16_t* x,
-          int64_t x_stride, float* y, int64_t y_stride, int64_t cols) {
+// K pairs of one column block that all row tiles run through before the next span: 64 pairs of
+// up to 64 columns are 16 KiB of weights, which stay in L1 for the second and later tiles, so
+// the weights come from DRAM once per call whatever the row count.
+constexpr int64_t kSpanPairs = 64;
+
+// The accumulators of one register tile, parked in memory between spans (storing and reloading
+// an f32 changes no bit, so the sums are those of one unbroken register run): room for the
+// largest tile, vector (r, v) at (r * NV + v) * 16.
+struct TileSums {
+  alignas(64) float v[kMaxTileRows * kMaxVectors * 16];
+};
+
+// One register tile, R rows x NV * 16 columns of one column block, over K pairs [p0, p1):
+// sums continue from `sums` (or from zero when `fresh`) and are written back there.
+// x is bf16 (uint16_t: one vdpbf16ps per pair) or bf16-valued f32 (float: FMAs, see
+// Bf16GemvFma: per pair the odd K row's product is added first, then the even one's, each
+// rounded once, which is what vdpbf16ps does, so both give the same bits).
+template <typename X, int R, int NV>
+void TileSpan(const uint16_t* wb, int64_t p0, int64_t p1, const X* x, int64_t x_stride,
+              TileSums& sums, bool fresh, bool prefetch) {
   constexpr int64_t kPairElems = NV * 32;  // n_block columns x 2 K rows.
-  __mmask16 mask[NV];
+  __m512 acc[R][NV];
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) {
-    const int64_t live = std::clamp<int64_t>(cols - v * 16, 0, 16);
-    mask[v] = static_cast<__mmask16>((1u << live) - 1);
-  }
-  for (int64_t c0 = 0; c0 < pairs; c0 += chunk_pairs) {
-    const int64_t c1 = std::min(pairs, c0 + chunk_pairs);
-    __m512 acc[R][NV];
+  for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+    for (int v = 0; v < NV; ++v) {
+      acc[r][v] = fresh ? _mm512_setzero_ps() : _mm512_load_ps(sums.v + (r * NV + v) * 16);
     }
-    for (int64_t p = c0; p < c1; ++p) {
-      const uint16_t* wp = wb + p * kPairElems;
+  }
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint16_t* wp = wb + p * kPairElems;
+    if (prefetch) {
+      // The next span's weights (one 64-byte line per 16 columns of a pair), asked for while
+      // this span computes: the hardware prefetcher alone leaves the first tile waiting on DRAM.
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        _mm_prefetch(reinterpret_cast<const char*>(wp + kSpanPairs * kPairElems + v * 32),
+                     _MM_HINT_T0);
+      }
+    }
+    if constexpr (std::is_same_v<X, uint16_t>) {
       __m512bh w[NV];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
@@ -84,55 +103,180 @@ void Tile(const uint16_t* wb, int64_t pairs, int64_t chunk_pairs, const uint16_t
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], xb, w[v]);
       }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      float* yr = y + r * y_stride;
+    } else {
+      const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+      __m512 w[NV];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
-        __m512 sum = acc[r][v];
-        if (c0 > 0) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], yr + v * 16), sum);
-        _mm512_mask_storeu_ps(yr + v * 16, mask[v], sum);
+        w[v] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512(wp + v * 32), high_half));
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512 xo = _mm512_set1_ps(x[r * x_stride + 2 * p + 1]);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(xo, w[v], acc[r][v]);
+      }
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        w[v] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(wp + v * 32), 16));
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512 xe = _mm512_set1_ps(x[r * x_stride + 2 * p]);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(xe, w[v], acc[r][v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) _mm512_store_ps(sums.v + (r * NV + v) * 16, acc[r][v]);
+  }
+}
+
+// Ends a K chunk of one tile: y = chunk sum (first chunk) or y + chunk sum, oneDNN's order.
+// Only the `cols` <= NV * 16 real columns of the block are read and written.
+template <int R, int NV>
+void StoreTile(const TileSums& sums, bool first_chunk, float* y, int64_t y_stride,
+               int64_t cols) {
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    const int64_t live = std::clamp<int64_t>(cols - v * 16, 0, 16);
+    const auto mask = static_cast<__mmask16>((1u << live) - 1);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      float* yr = y + r * y_stride + v * 16;
+      __m512 sum = _mm512_load_ps(sums.v + (r * NV + v) * 16);
+      if (!first_chunk) sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, yr), sum);
+      _mm512_mask_storeu_ps(yr, mask, sum);
+    }
+  }
+}
+
+// Row tiles one BlocksNv call keeps sums for (36 KiB-144 KiB of stack); RunBlocks splits
+// larger m into groups of kMaxTiles * kMaxTileRows rows, each streaming the weights again.
+constexpr int64_t kMaxTiles = 24;
+
+// Column blocks [b0, b1) of the layout for all m rows with NV vectors per block, m split into
+// register tiles of at most kMaxTileRows rows (balanced); per K chunk, span by span, every
+// tile runs the span before the next one starts.
+template <typename X, int NV>
+void BlocksNv(const Bf16PackedLayout& l, const uint16_t* w, const X* x, int64_t m,
+              int64_t x_stride, float* y, int64_t y_stride, int64_t b0, int64_t b1) {
+  const int64_t pairs = (l.k + 1) / 2;
+  const int64_t chunk_pairs = l.k_chunk / 2;
+  const int64_t tiles = (m + kMaxTileRows - 1) / kMaxTileRows;  // <= kMaxTiles (caller).
+  TileSums sums[kMaxTiles];
+  int64_t tile_rows[kMaxTiles], tile_row0[kMaxTiles];
+  for (int64_t t = 0, row = 0; t < tiles; ++t) {
+    tile_rows[t] = (m - row) / (tiles - t);  // Spread m over the tiles evenly.
+    tile_row0[t] = row;
+    row += tile_rows[t];
+  }
+  auto run = [&]<int R>(int64_t t, const uint16_t* wb, int64_t p0, int64_t p1, bool fresh) {
+    // Prefetching stays inside the block's weights (the last span asks for nothing beyond).
+    TileSpan<X, R, NV>(wb, p0, p1, x + tile_row0[t] * x_stride, x_stride, sums[t], fresh,
+                       t == 0 && p1 + kSpanPairs <= pairs);
+  };
+  auto store = [&]<int R>(int64_t t, bool first, float* yb, int64_t cols) {
+    StoreTile<R, NV>(sums[t], first,
+                     yb + tile_row0[t] * y_stride, y_stride, cols);
+  };
+  for (int64_t b = b0; b < b1; ++b) {
+    const uint16_t* wb = w + b * l.n_block_stride;
+    const int64_t col0 = b * l.n_block;
+    const int64_t cols = std::min(l.n_block, l.n - col0);
+    for (int64_t c0 = 0; c0 < pairs; c0 += chunk_pairs) {
+      const int64_t c1 = std::min(pairs, c0 + chunk_pairs);
+      for (int64_t s0 = c0; s0 < c1; s0 += kSpanPairs) {
+        const int64_t s1 = std::min(c1, s0 + kSpanPairs);
+        for (int64_t t = 0; t < tiles; ++t) {
+          switch (tile_rows[t]) {
+            case 1: run.template operator()<1>(t, wb, s0, s1, s0 == c0); break;
+            case 2: run.template operator()<2>(t, wb, s0, s1, s0 == c0); break;
+            case 3: run.template operator()<3>(t, wb, s0, s1, s0 == c0); break;
+            case 4: run.template operator()<4>(t, wb, s0, s1, s0 == c0); break;
+            case 5: run.template operator()<5>(t, wb, s0, s1, s0 == c0); break;
+            default: run.template operator()<6>(t, wb, s0, s1, s0 == c0); break;
+          }
+        }
+      }
+      for (int64_t t = 0; t < tiles; ++t) {
+        switch (tile_rows[t]) {
+          case 1: store.template operator()<1>(t, c0 == 0, y + col0, cols); break;
+          case 2: store.template operator()<2>(t, c0 == 0, y + col0, cols); break;
+          case 3: store.template operator()<3>(t, c0 == 0, y + col0, cols); break;
+          case 4: store.template operator()<4>(t, c0 == 0, y + col0, cols); break;
+          case 5: store.template operator()<5>(t, c0 == 0, y + col0, cols); break;
+          default: store.template operator()<6>(t, c0 == 0, y + col0, cols); break;
+        }
       }
     }
   }
 }
 
-using TileFn = void (*)(const uint16_t*, int64_t, int64_t, const uint16_t*, int64_t, float*,
-                        int64_t, int64_t);
-
-template <int R>
-constexpr std::array<TileFn, kMaxVectors> TilesForRows() {
-  return {&Tile<R, 1>, &Tile<R, 2>, &Tile<R, 3>, &Tile<R, 4>};
+template <typename X>
+void RunBlocks(const Bf16PackedLayout& l, const uint16_t* w, const X* x, int64_t m,
+               int64_t x_stride, float* y, int64_t y_stride) {
+  const int64_t blocks = (l.n + l.n_block - 1) / l.n_block;
+  ForEachGemvBlockRange(blocks, l.n * l.k * 2, [&](int64_t begin, int64_t end) {
+    constexpr int64_t kGroupRows = kMaxTiles * kMaxTileRows;
+    for (int64_t g = 0; g < m; g += kGroupRows) {
+      const int64_t rows = std::min(kGroupRows, m - g);
+      const X* xg = x + g * x_stride;
+      float* yg = y + g * y_stride;
+      switch (l.n_block / 16) {
+        case 1: BlocksNv<X, 1>(l, w, xg, rows, x_stride, yg, y_stride, begin, end); break;
+        case 2: BlocksNv<X, 2>(l, w, xg, rows, x_stride, yg, y_stride, begin, end); break;
+        case 3: BlocksNv<X, 3>(l, w, xg, rows, x_stride, yg, y_stride, begin, end); break;
+        default: BlocksNv<X, 4>(l, w, xg, rows, x_stride, yg, y_stride, begin, end); break;
+      }
+    }
+  });
 }
 
-// kTiles[R - 1][NV - 1].
-constexpr std::array<std::array<TileFn, kMaxVectors>, kMaxTileRows> kTiles = {
-    TilesForRows<1>(), TilesForRows<2>(), TilesForRows<3>(),
-    TilesForRows<4>(), TilesForRows<5>(), TilesForRows<6>()};
-
-// Column blocks [b0, b1) for all m rows, in register tiles of balanced row counts.
-void Blocks(const Bf16PackedLayout& l, const uint16_t* w, const uint16_t* x, int64_t m,
-            int64_t x_stride, float* y, int64_t y_stride, int64_t b0, int64_t b1) {
-  const int64_t pairs = (l.k + 1) / 2;
-  const int64_t chunk_pairs = l.k_chunk / 2;
-  const int nv = static_cast<int>(l.n_block / 16);
-  const int64_t tiles = (m + kMaxTileRows - 1) / kMaxTileRows;
-  for (int64_t b = b0; b < b1; ++b) {
-    const uint16_t* wb = w + b * l.n_block_stride;
-    const int64_t col0 = b * l.n_block;
-    const int64_t cols = std::min(l.n_block, l.n - col0);
-    int64_t row = 0;
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t rows = (m - row) / (tiles - t);  // Spread m over the tiles evenly.
-      kTiles[rows - 1][nv - 1](wb, pairs, chunk_pairs, x + row * x_stride, x_stride,
-                               y + row * y_stride + col0, y_stride, cols);
-      row += rows;
+// Sustained GFLOP/s of `op` (24 independent accumulators, as in the tiles) on this thread.
+template <typename Op>
+double PeakRate(Op op) {
+  constexpr int kIters = 20000;
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    __m512 acc[24];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    __m512 b = _mm512_set1_ps(1e-3f);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kIters; ++i) {
+#pragma GCC unroll 24
+      for (auto& a : acc) a = op(a, b);
+      asm volatile("" : "+v"(b));  // Keeps the loop from being folded.
     }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    float sink = 0;
+    for (const auto& a : acc) sink += _mm512_reduce_add_ps(a);
+    asm volatile("" : : "x"(sink));
+    best = std::max(best, kIters * 24 * 64.0 / s / 1e9);  // Both ops below are 64 flops.
   }
+  return best;
 }
 
 }  // namespace
+
+Bf16GemvMethod FasterBf16GemvMethod() {
+  static const Bf16GemvMethod method = [] {
+    if (!Bf16GemvAvailable()) return Bf16GemvMethod::kDot;
+    const double dot = PeakRate([](__m512 a, __m512 b) {
+      const __m512bh bh = reinterpret_cast<__m512bh>(b);
+      return _mm512_dpbf16_ps(a, bh, bh);
+    });
+    const double fma = PeakRate([](__m512 a, __m512 b) {
+      return _mm512_fmadd_ps(b, b, _mm512_fmadd_ps(b, b, a));  // Two FMAs = one vdpbf16ps.
+    });
+    // Only a clear win is worth leaving oneDNN's instruction for.
+    return fma > 1.25 * dot ? Bf16GemvMethod::kFma : Bf16GemvMethod::kDot;
+  }();
+  return method;
+}
 
 bool Bf16GemvAvailable() {
   static const bool available =
@@ -142,18 +286,25 @@ bool Bf16GemvAvailable() {
 
 void Bf16Gemv(const Bf16PackedLayout& l, const uint16_t* w, const uint16_t* x, int64_t m,
               int64_t x_stride, float* y, int64_t y_stride) {
-  const int64_t blocks = (l.n + l.n_block - 1) / l.n_block;
-  ForEachGemvBlockRange(blocks, l.n * l.k * 2, [&](int64_t begin, int64_t end) {
-    Blocks(l, w, x, m, x_stride, y, y_stride, begin, end);
-  });
+  RunBlocks(l, w, x, m, x_stride, y, y_stride);
+}
+
+void Bf16GemvFma(const Bf16PackedLayout& l, const uint16_t* w, const float* x, int64_t m,
+                 int64_t x_stride, float* y, int64_t y_stride) {
+  RunBlocks(l, w, x, m, x_stride, y, y_stride);
 }
 
 #else  // No AVX512-BF16 at compile time: never available, never called.
 
 bool Bf16GemvAvailable() { return false; }
 
+Bf16GemvMethod FasterBf16GemvMethod() { return Bf16GemvMethod::kDot; }
+
 void Bf16Gemv(const Bf16PackedLayout&, const uint16_t*, const uint16_t*, int64_t, int64_t, float*,
               int64_t) {}
+
+void Bf16GemvFma(const Bf16PackedLayout&, const uint16_t*, const float*, int64_t, int64_t, float*,
+                 int64_t) {}
 
 #endif
 

@@ -22,6 +22,11 @@
 // result does not depend on whether it went through this kernel or through oneDNN (Linear's
 // batch invariance); the tests check this.
 //
+// Where vdpbf16ps is slow (Intel Xeon without AMX, measured here: 166 GFLOP/s on 2 cores
+// against 334 for f32 FMAs), Bf16GemvFma does the same sums with f32 FMAs, same bits, and
+// Linear runs it for every row count from 2 up, prefill included (oneDNN's brgemm is held to
+// vdpbf16ps's rate there); FasterBf16GemvMethod() measures which instruction is faster.
+//
 // Thread safety: Bf16Gemv is a pure function of its arguments; it runs on the calling
 // thread's OpenMP team (omp_get_max_threads() threads), so call it from one thread at a time
 // per team, like oneDNN.
@@ -57,10 +62,28 @@ bool Bf16GemvSupportsLayout(const Bf16PackedLayout& layout);
 //   even, and when k is odd element k of each row must be 0 (the pair it completes is read).
 // - y: m rows of f32, row i at y + i * y_stride; only the n real columns are written.
 // Requires Bf16GemvAvailable(), Bf16GemvSupportsLayout(layout) and m >= 1 (checked by the
-// caller: this is the hot path). Any m works, but rows are computed in register tiles of at
-// most 6 that each re-read the weights (from L2 after the first), so it pays only for small m.
+// caller: this is the hot path). Any m works: rows run in register tiles of at most 6, and
+// every tile of a call works through the same 64 K pairs (16 KiB of weights, held in L1) before
+// the next ones are read, so the weights stream from DRAM once per 144 rows.
 void Bf16Gemv(const Bf16PackedLayout& layout, const uint16_t* w, const uint16_t* x, int64_t m,
               int64_t x_stride, float* y, int64_t y_stride);
+
+// The same product with f32 FMAs instead of vdpbf16ps: each K pair's weights are widened to
+// f32 and every row takes two vfmadd231ps, odd K row first, which is vdpbf16ps's own arithmetic
+// (two exact bf16 products, each added with one rounding, in that order), so the result is
+// Bf16Gemv's, bit for bit, except where vdpbf16ps flushes denormals (below 1.2e-38) to zero.
+// It pays where the CPU runs f32 FMAs at a higher flop rate than vdpbf16ps (Intel Xeon,
+// Sapphire Rapids class, measured 334 vs 166 GFLOP/s on 2 cores), i.e. when several rows make
+// the product compute-bound.
+// x: the activations as f32 values that are exactly bf16 (as ConvertToBf16 then widened),
+// same row layout and odd-k padding as Bf16Gemv's.
+void Bf16GemvFma(const Bf16PackedLayout& layout, const uint16_t* w, const float* x, int64_t m,
+                 int64_t x_stride, float* y, int64_t y_stride);
+
+enum class Bf16GemvMethod { kDot, kFma };
+// kFma when this CPU's f32 FMA rate is clearly (>1.25x) above its vdpbf16ps rate, measured once
+// (a few ms, first call); kDot otherwise, and always when Bf16GemvAvailable() is false.
+Bf16GemvMethod FasterBf16GemvMethod();
 
 }  // namespace kvserve::engine
 

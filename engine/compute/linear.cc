@@ -73,6 +73,19 @@ void ConvertToBf16(const float* x, int64_t n, uint16_t* out) {
   for (; i < n; ++i) out[i] = FloatToBf16(x[i]);
 }
 
+// x rounded to bf16 as ConvertToBf16 does, kept as f32 (Bf16GemvFma's activations).
+void RoundToBf16AsF32(const float* x, int64_t n, float* out) {
+  int64_t i = 0;
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16) {
+    const __m256bh b = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+    const __m512i wide = _mm512_cvtepu16_epi32(reinterpret_cast<const __m256i&>(b));
+    _mm512_storeu_ps(out + i, _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16)));
+  }
+#endif
+  for (; i < n; ++i) out[i] = Bf16ToFloat(FloatToBf16(x[i]));
+}
+
 // "BA16a64b"-style name of a blocked memory layout (oneDNN's own notation: outer dimensions
 // from the largest stride, capitalised when also blocked, then the inner blocks).
 std::string LayoutName(const dnnl::memory::desc& md) {
@@ -422,7 +435,12 @@ void Linear::EnableGemvIfSupported(std::string_view onednn_impl) {
     int8_layout_ = layout;
   }
   gemv_weights_ = handle;
-  gemv_max_rows_ = DefaultGemvMaxRows(type_);
+  if (bf16) bf16_method_ = FasterBf16GemvMethod();
+  gemv_max_rows_ = DefaultGemvMaxRows(type_, bf16_method_);
+}
+
+void Linear::SetBf16GemvMethod(Bf16GemvMethod method) {
+  if (gemv_weights_ != nullptr && type_ == WeightType::kBf16) bf16_method_ = method;
 }
 
 void Linear::SetGemvMaxRows(int64_t rows) {
@@ -478,7 +496,9 @@ absl::StatusOr<Linear::Bucket*> Linear::GetBucket(int64_t rows) {
 std::string Linear::ImplName(int64_t m) {
   if (m < 1) return "error: m must be positive";
   if (std::min(m, kMaxBucketRows) <= gemv_max_rows_) {
-    return type_ == WeightType::kBf16 ? "bf16_gemv:avx512_bf16" : "int8_gemv:avx512_vnni";
+    if (type_ == WeightType::kInt8) return "int8_gemv:avx512_vnni";
+    return UsesBf16Fma(std::min(m, kMaxBucketRows)) ? "bf16_gemv:avx512_fma"
+                                                    : "bf16_gemv:avx512_bf16";
   }
   absl::StatusOr<Bucket*> bucket = GetBucket(BucketRows(std::min(m, kMaxBucketRows)));
   if (!bucket.ok()) return absl::StrCat("error: ", bucket.status().message());
@@ -498,6 +518,16 @@ absl::Status Linear::ForwardGemv(const float* x, int64_t m, float* y) {
   const int64_t k = in_features_, n = out_features_;
   if (type_ == WeightType::kBf16) {
     const int64_t k_even = (k + 1) / 2 * 2;  // The kernel reads whole K pairs.
+    if (UsesBf16Fma(m)) {
+      KV_RETURN_IF_ERROR(device_.workspace().Reserve(sizeof(float) * m * k_even));
+      auto* xf = reinterpret_cast<float*>(device_.workspace().data());
+      for (int64_t i = 0; i < m; ++i) {
+        RoundToBf16AsF32(x + i * k, k, xf + i * k_even);
+        if (k_even != k) xf[i * k_even + k] = 0;
+      }
+      Bf16GemvFma(bf16_layout_, static_cast<const uint16_t*>(gemv_weights_), xf, m, k_even, y, n);
+      return absl::OkStatus();
+    }
     KV_RETURN_IF_ERROR(device_.workspace().Reserve(sizeof(uint16_t) * m * k_even));
     auto* xb = reinterpret_cast<uint16_t*>(device_.workspace().data());
     if (k_even == k) {

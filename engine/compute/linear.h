@@ -15,7 +15,8 @@
 // - A batch whose row count is not a bucket size is padded up to the bucket through the
 //   Device's workspace; after every bucket in use has been created, Forward allocates nothing
 //   of its own (oneDNN's execute itself still builds a small argument map per call).
-// - bf16 (kBf16) at up to gemv_max_rows() rows (decode): Bf16Gemv (bf16_gemv.h), a hand-written
+// - bf16 (kBf16) at up to gemv_max_rows() rows (decode; every row count on CPUs where
+//   Bf16GemvFma is the faster method): Bf16Gemv (bf16_gemv.h), a hand-written
 //   AVX512-BF16 kernel that reads the SAME packed weights (oneDNN's "BA16a<nb>b2a" layout,
 //   verified at Create; any other layout, or a CPU without AVX512-BF16, leaves everything on
 //   oneDNN) at the memory bandwidth roof, where oneDNN's brgemm reaches ~75% of it at M = 1.
@@ -115,12 +116,18 @@ class Linear {
   // The defaults of gemv_max_rows(), chosen by measurement on Zen 4 (compute_benchmark
   // BM_Bf16Decode / BM_Int8Decode, kernel against oneDNN on the same weights, M = 1..16):
   // up to these the kernels are faster at every TinyLlama shape.
+  // With Bf16GemvFma (CPUs whose f32 FMA rate is above their vdpbf16ps rate) the kernel beats
+  // oneDNN's vdpbf16ps brgemm further: measured on Intel Xeon (Sapphire Rapids class).
   static constexpr int64_t kDefaultBf16GemvMaxRows = 8;
+  static constexpr int64_t kDefaultBf16FmaGemvMaxRows = kMaxBucketRows;
   static constexpr int64_t kDefaultInt8GemvMaxRows = 4;
-  static int64_t DefaultGemvMaxRows(WeightType type) {
-    return type == WeightType::kBf16   ? kDefaultBf16GemvMaxRows
-           : type == WeightType::kInt8 ? kDefaultInt8GemvMaxRows
-                                       : 0;
+  static int64_t DefaultGemvMaxRows(WeightType type,
+                                    Bf16GemvMethod method = Bf16GemvMethod::kDot) {
+    if (type == WeightType::kBf16) {
+      return method == Bf16GemvMethod::kFma ? kDefaultBf16FmaGemvMaxRows
+                                            : kDefaultBf16GemvMaxRows;
+    }
+    return type == WeightType::kInt8 ? kDefaultInt8GemvMaxRows : 0;
   }
 
   // The largest row count (chunk) served by the Bf16Gemv / Int8Gemv kernel; 0 when no kernel
@@ -130,9 +137,13 @@ class Linear {
   // the kernel applies; does nothing otherwise. For tests and benchmarks that compare the two
   // paths.
   void SetGemvMaxRows(int64_t rows);
+  // kBf16 with the kernel path: which Bf16Gemv variant runs (FasterBf16GemvMethod() unless
+  // set). Both give the same bits; for tests and benchmarks. Does nothing otherwise.
+  Bf16GemvMethod bf16_gemv_method() const { return bf16_method_; }
+  void SetBf16GemvMethod(Bf16GemvMethod method);
 
-  // The implementation used for an m-row chunk: "bf16_gemv:avx512_bf16" or
-  // "int8_gemv:avx512_vnni" for the kernels, else oneDNN's impl_info_str of the primitive,
+  // The implementation used for an m-row chunk: "bf16_gemv:avx512_bf16" (Bf16Gemv),
+  // "bf16_gemv:avx512_fma" (Bf16GemvFma) or "int8_gemv:avx512_vnni" for the kernels, else oneDNN's impl_info_str of the primitive,
   // creating it if needed, e.g. "brg:avx512_core". An "error: ..." string if that fails.
   // For tests and benchmarks.
   std::string ImplName(int64_t m);
@@ -164,6 +175,9 @@ class Linear {
   absl::Status ForwardChunk(const float* x, int64_t m, float* y);
   // Runs m <= gemv_max_rows_ rows through Bf16Gemv (kBf16) or Int8Gemv (kInt8).
   absl::Status ForwardGemv(const float* x, int64_t m, float* y);
+  // Whether an m-row chunk on the kernel path runs Bf16GemvFma: with kFma from 2 rows up. One
+  // row is bound by reading the weights, where widening them costs more than it saves.
+  bool UsesBf16Fma(int64_t m) const { return bf16_method_ == Bf16GemvMethod::kFma && m >= 2; }
   // Turns the kernel path on if the CPU, the packed layout and oneDNN's implementation
   // (`onednn_impl`, for the larger row counts) allow it.
   void EnableGemvIfSupported(std::string_view onednn_impl);
@@ -183,6 +197,7 @@ class Linear {
   Int8PackedLayout int8_layout_;
   const void* gemv_weights_ = nullptr;
   int64_t gemv_max_rows_ = 0;
+  Bf16GemvMethod bf16_method_ = Bf16GemvMethod::kDot;
 };
 
 }  // namespace kvserve::engine

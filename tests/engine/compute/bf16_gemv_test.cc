@@ -18,8 +18,10 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/compute/device.h"
 #include "engine/compute/linear.h"
 #include "engine/compute/reference_ops.h"
@@ -103,6 +105,17 @@ TEST_P(Bf16GemvTest, MatchesReferenceOnBf16RoundedInputs) {
     const int64_t y_stride = n + 3;
     std::vector<float> y(m * y_stride, -7.0f);  // Canary in the 3 columns past n.
     Bf16Gemv(layout, packed.data(), xb.data(), m, x_stride, y.data(), y_stride);
+
+    // Bf16GemvFma on the same values widened to f32: the same bits (the inputs here have no
+    // denormals), whichever method this CPU prefers.
+    std::vector<float> xf(m * x_stride, std::nanf(""));
+    for (int64_t i = 0; i < m * x_stride; ++i) {
+      if (xb[i] != 0x7fc0) xf[i] = Bf16ToFloat(xb[i]);
+    }
+    std::vector<float> y_fma(m * y_stride, -7.0f);
+    Bf16GemvFma(layout, packed.data(), xf.data(), m, x_stride, y_fma.data(), y_stride);
+    ASSERT_EQ(std::memcmp(y.data(), y_fma.data(), sizeof(float) * y.size()), 0)
+        << "Bf16GemvFma differs from Bf16Gemv";
 
     std::vector<float> want(m * n), abs_sums(m * n), x_abs(x.size());
     for (size_t i = 0; i < x.size(); ++i) x_abs[i] = std::fabs(x[i]);
@@ -191,23 +204,35 @@ TEST_P(LinearGemvTest, KernelEqualsOneDnnBitForBit) {
     GTEST_SKIP() << "Bf16Gemv not used here: layout " << (*linear)->WeightsLayout() << ", impl "
                  << (*linear)->ImplName(32) << ", AVX512-BF16 " << Bf16GemvAvailable();
   }
-  EXPECT_EQ((*linear)->gemv_max_rows(), Linear::kDefaultBf16GemvMaxRows);
-  constexpr int64_t kMaxM = 16;  // Up to 6 rows: one tile; 7..16: the sliced path.
-  const std::vector<float> x = RandomVector(kMaxM * k, 99);
-  for (int64_t m = 1; m <= kMaxM; ++m) {
-    SCOPED_TRACE("m = " + std::to_string(m));
-    std::vector<float> kernel(m * n), onednn(m * n);
-    (*linear)->SetGemvMaxRows(kMaxM);
-    ASSERT_EQ((*linear)->ImplName(m), "bf16_gemv:avx512_bf16");
-    ASSERT_TRUE((*linear)->Forward(x.data(), m, kernel.data()).ok());
-    (*linear)->SetGemvMaxRows(0);
-    ASSERT_EQ((*linear)->ImplName(m).rfind("brg:", 0), 0u) << (*linear)->ImplName(m);
-    ASSERT_TRUE((*linear)->Forward(x.data(), m, onednn.data()).ok());
-    int64_t differ = 0;
-    for (int64_t i = 0; i < m * n; ++i) {
-      differ += std::memcmp(&kernel[i], &onednn[i], sizeof(float)) != 0;
+  EXPECT_EQ((*linear)->bf16_gemv_method(), FasterBf16GemvMethod());
+  EXPECT_EQ((*linear)->gemv_max_rows(),
+            Linear::DefaultGemvMaxRows(WeightType::kBf16, FasterBf16GemvMethod()));
+  constexpr int64_t kMaxM = 16;  // Up to 6 rows: one tile; 7..16: several tiles per span.
+  const std::vector<float> x = RandomVector(300 * k, 99);
+  for (const auto& [method, impl] :
+       {std::pair{Bf16GemvMethod::kDot, "bf16_gemv:avx512_bf16"},
+        std::pair{Bf16GemvMethod::kFma, "bf16_gemv:avx512_fma"}}) {
+    (*linear)->SetBf16GemvMethod(method);
+    std::vector<int64_t> ms;
+    for (int64_t m = 1; m <= kMaxM; ++m) ms.push_back(m);
+    // Prefill-sized batches (Linear runs Bf16GemvFma for them): several row groups of 144.
+    for (int64_t m : {40, 145, 300}) ms.push_back(m);
+    for (int64_t m : ms) {
+      SCOPED_TRACE(absl::StrCat(impl, ", m = ", m));
+      std::vector<float> kernel(m * n), onednn(m * n);
+      (*linear)->SetGemvMaxRows(m);
+      ASSERT_EQ((*linear)->ImplName(m),
+                m == 1 && method == Bf16GemvMethod::kFma ? "bf16_gemv:avx512_bf16" : impl);
+      ASSERT_TRUE((*linear)->Forward(x.data(), m, kernel.data()).ok());
+      (*linear)->SetGemvMaxRows(0);
+      ASSERT_EQ((*linear)->ImplName(m).rfind("brg:", 0), 0u) << (*linear)->ImplName(m);
+      ASSERT_TRUE((*linear)->Forward(x.data(), m, onednn.data()).ok());
+      int64_t differ = 0;
+      for (int64_t i = 0; i < m * n; ++i) {
+        differ += std::memcmp(&kernel[i], &onednn[i], sizeof(float)) != 0;
+      }
+      EXPECT_EQ(differ, 0) << differ << " of " << m * n << " outputs differ";
     }
-    EXPECT_EQ(differ, 0) << differ << " of " << m * n << " outputs differ";
   }
 }
 

@@ -130,9 +130,9 @@ BENCHMARK(BM_Linear)->Name("BM_LinearDram")->Apply(LinearDramArgs)->UseRealTime(
 // matrix for >= 128 MB per cycle, more than any L3): the Bf16Gemv / Int8Gemv kernel against
 // oneDNN's brgemm on the same packed weights, to place Linear::DefaultGemvMaxRows.
 // weightGBps is the figure to hold against the machine's read bandwidth (bench/stream_triad.cc).
-// Args: {path (0 oneDNN, 1 kernel), N (out), K (in), M (rows), type (1 bf16, 2 int8)}.
+// Args: {path (0 oneDNN, 1 kernel, 2 bf16 kernel with FMAs: Bf16GemvFma), N (out), K (in), M (rows), type (1 bf16, 2 int8)}.
 void BM_GemvDecode(benchmark::State& state) {
-  const bool kernel = state.range(0) == 1;
+  const bool kernel = state.range(0) >= 1;
   const int64_t n = state.range(1), k = state.range(2), m = state.range(3);
   const WeightType type = TypeArg(state.range(4));
   const double weight_bytes = BytesPerWeight(type) * static_cast<double>(n) * k;
@@ -145,6 +145,8 @@ void BM_GemvDecode(benchmark::State& state) {
       return;
     }
     linear.SetGemvMaxRows(kernel ? m : 0);
+    if (state.range(0) == 2) linear.SetBf16GemvMethod(Bf16GemvMethod::kFma);
+    if (state.range(0) == 1) linear.SetBf16GemvMethod(Bf16GemvMethod::kDot);
     linears.push_back(&linear);
   }
   const std::vector<float> x = Fill(m * k, 7);
@@ -162,7 +164,10 @@ void BM_GemvDecode(benchmark::State& state) {
       benchmark::Counter(weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(linears[0]->ImplName(m));
   // Leave the shared Linears as Create made them for the other benchmarks.
-  for (Linear* linear : linears) linear->SetGemvMaxRows(Linear::DefaultGemvMaxRows(type));
+  for (Linear* linear : linears) {
+    linear->SetBf16GemvMethod(FasterBf16GemvMethod());
+    linear->SetGemvMaxRows(Linear::DefaultGemvMaxRows(type, linear->bf16_gemv_method()));
+  }
 }
 
 void GemvDecodeArgs(benchmark::internal::Benchmark* b, int type) {
@@ -170,8 +175,10 @@ void GemvDecodeArgs(benchmark::internal::Benchmark* b, int type) {
   // {32000, 2048}.
   const int64_t shapes[][2] = {{2560, 2048}, {11264, 2048}, {2048, 5632}, {32000, 2048}};
   for (const auto& s : shapes) {
-    for (int64_t m : {1, 2, 3, 4, 6, 8, 12, 16}) {
-      for (int path : {0, 1}) b->Args({path, s[0], s[1], m, type});
+    for (int64_t m : {1, 2, 3, 4, 6, 8, 12, 16, 64, 256}) {
+      for (int path : {0, 1, 2}) {
+        if (path < 2 || type == 1) b->Args({path, s[0], s[1], m, type});
+      }
     }
   }
   b->ArgNames({"kernel", "N", "K", "M", "type"});
