@@ -158,7 +158,21 @@ void StoreTile(const TileSums& sums, bool first_chunk, float* y, int64_t y_strid
   }
 }
 
-// Row tiles one BlocksNv call keeps sums for (36 KiB-144 KiB of stack); RunBlocks splits
+// Calls f.template operator()<R>() with R = rows (1..kMaxTileRows), the tile's row count as a
+// template argument.
+template <typename F>
+void WithTileRows(int64_t rows, F&& f) {
+  switch (rows) {
+    case 1: f.template operator()<1>(); break;
+    case 2: f.template operator()<2>(); break;
+    case 3: f.template operator()<3>(); break;
+    case 4: f.template operator()<4>(); break;
+    case 5: f.template operator()<5>(); break;
+    default: f.template operator()<6>(); break;
+  }
+}
+
+// Row tiles one BlocksNv call keeps sums for (36 KiB of stack per thread); RunBlocks splits
 // larger m into groups of kMaxTiles * kMaxTileRows rows, each streaming the weights again.
 constexpr int64_t kMaxTiles = 24;
 
@@ -178,16 +192,6 @@ void BlocksNv(const Bf16PackedLayout& l, const uint16_t* w, const X* x, int64_t 
     tile_row0[t] = row;
     row += tile_rows[t];
   }
-  auto run = [&]<int R>(int64_t t, const uint16_t* wb, int64_t p0, int64_t p1, bool fresh) {
-    // Tile t of `tiles` prefetches every tiles-th pair of the next span; nothing beyond the
-    // block's weights (the last span asks for nothing).
-    TileSpan<X, R, NV>(wb, p0, p1, x + tile_row0[t] * x_stride, x_stride, sums[t], fresh,
-                       p1 + kSpanPairs <= pairs, t, tiles);
-  };
-  auto store = [&]<int R>(int64_t t, bool first, float* yb, int64_t cols) {
-    StoreTile<R, NV>(sums[t], first,
-                     yb + tile_row0[t] * y_stride, y_stride, cols);
-  };
   for (int64_t b = b0; b < b1; ++b) {
     const uint16_t* wb = w + b * l.n_block_stride;
     const int64_t col0 = b * l.n_block;
@@ -197,25 +201,18 @@ void BlocksNv(const Bf16PackedLayout& l, const uint16_t* w, const X* x, int64_t 
       for (int64_t s0 = c0; s0 < c1; s0 += kSpanPairs) {
         const int64_t s1 = std::min(c1, s0 + kSpanPairs);
         for (int64_t t = 0; t < tiles; ++t) {
-          switch (tile_rows[t]) {
-            case 1: run.template operator()<1>(t, wb, s0, s1, s0 == c0); break;
-            case 2: run.template operator()<2>(t, wb, s0, s1, s0 == c0); break;
-            case 3: run.template operator()<3>(t, wb, s0, s1, s0 == c0); break;
-            case 4: run.template operator()<4>(t, wb, s0, s1, s0 == c0); break;
-            case 5: run.template operator()<5>(t, wb, s0, s1, s0 == c0); break;
-            default: run.template operator()<6>(t, wb, s0, s1, s0 == c0); break;
-          }
+          // Tile t of `tiles` prefetches every tiles-th pair of the next span; nothing beyond
+          // the block's weights (the last span asks for nothing).
+          WithTileRows(tile_rows[t], [&]<int R>() {
+            TileSpan<X, R, NV>(wb, s0, s1, x + tile_row0[t] * x_stride, x_stride, sums[t],
+                               s0 == c0, s1 + kSpanPairs <= pairs, t, tiles);
+          });
         }
       }
       for (int64_t t = 0; t < tiles; ++t) {
-        switch (tile_rows[t]) {
-          case 1: store.template operator()<1>(t, c0 == 0, y + col0, cols); break;
-          case 2: store.template operator()<2>(t, c0 == 0, y + col0, cols); break;
-          case 3: store.template operator()<3>(t, c0 == 0, y + col0, cols); break;
-          case 4: store.template operator()<4>(t, c0 == 0, y + col0, cols); break;
-          case 5: store.template operator()<5>(t, c0 == 0, y + col0, cols); break;
-          default: store.template operator()<6>(t, c0 == 0, y + col0, cols); break;
-        }
+        WithTileRows(tile_rows[t], [&]<int R>() {
+          StoreTile<R, NV>(sums[t], c0 == 0, y + tile_row0[t] * y_stride + col0, y_stride, cols);
+        });
       }
     }
   }
