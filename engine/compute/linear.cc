@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
 #include "engine/common/status_macros.h"
+#include "engine/compute/amx_bf16_gemm.h"
 
 // GCC 12 reports false -W(maybe-)uninitialized errors inside its own AVX-512 intrinsic headers (the
 // `_mm512_undefined_*()` pass-through operand of unmasked intrinsics) once they are inlined.
@@ -388,10 +389,13 @@ std::string Linear::WeightsLayout() const {
 void Linear::EnableGemvIfSupported(std::string_view onednn_impl) {
   if (type_ != WeightType::kBf16 && type_ != WeightType::kInt8) return;
   const bool bf16 = type_ == WeightType::kBf16;
-  // bf16: the kernel reproduces this implementation's summation order (so rows are
-  // bit-identical whichever path computes them); next to any other (e.g. AMX's) it would break
-  // batch invariance, so everything then stays on oneDNN. int8 sums are exact in any order.
-  if (bf16 ? !Bf16GemvAvailable() || onednn_impl != "brg:avx512_core_bf16"
+  // bf16: Bf16Gemv reproduces oneDNN's avx512_core_bf16 summation order (so rows are
+  // bit-identical whichever path computes them). Where oneDNN picked AMX, whose rows are not
+  // bit-identical across batch sizes, AmxBf16Gemm takes every row count (the packed layout is
+  // the same family); a DNNL_MAX_CPU_ISA cap below AMX turns it off with oneDNN's. Any other
+  // implementation keeps everything on oneDNN. int8 sums are exact in any order.
+  const bool amx = bf16 && onednn_impl == "brg:avx512_core_amx_bf16" && AmxBf16Available();
+  if (bf16 ? !amx && (!Bf16GemvAvailable() || onednn_impl != "brg:avx512_core_bf16")
            : !Int8GemvAvailable()) {
     return;
   }
@@ -435,7 +439,7 @@ void Linear::EnableGemvIfSupported(std::string_view onednn_impl) {
     int8_layout_ = layout;
   }
   gemv_weights_ = handle;
-  if (bf16) bf16_method_ = FasterBf16GemvMethod();
+  if (bf16) bf16_method_ = amx ? Bf16GemvMethod::kAmx : FasterBf16GemvMethod();
   gemv_max_rows_ = DefaultGemvMaxRows(type_, bf16_method_);
 }
 
@@ -497,6 +501,7 @@ std::string Linear::ImplName(int64_t m) {
   if (m < 1) return "error: m must be positive";
   if (std::min(m, kMaxBucketRows) <= gemv_max_rows_) {
     if (type_ == WeightType::kInt8) return "int8_gemv:avx512_vnni";
+    if (bf16_method_ == Bf16GemvMethod::kAmx) return "bf16_gemv:amx_bf16";
     return UsesBf16Fma(std::min(m, kMaxBucketRows)) ? "bf16_gemv:avx512_fma"
                                                     : "bf16_gemv:avx512_bf16";
   }
@@ -516,6 +521,24 @@ absl::Status Linear::Forward(const float* x, int64_t m, float* y) {
 
 absl::Status Linear::ForwardGemv(const float* x, int64_t m, float* y) {
   const int64_t k = in_features_, n = out_features_;
+  if (type_ == WeightType::kBf16 && bf16_method_ == Bf16GemvMethod::kAmx) {
+    // Rows padded to whole K steps with zeros, and to whole tiles (AmxBf16PaddedRows).
+    const int64_t k_step = (k + kAmxBf16KStep - 1) / kAmxBf16KStep * kAmxBf16KStep;
+    const int64_t rows = AmxBf16PaddedRows(m);
+    KV_RETURN_IF_ERROR(device_.workspace().Reserve(sizeof(uint16_t) * rows * k_step));
+    auto* xb = reinterpret_cast<uint16_t*>(device_.workspace().data());
+    if (k_step == k) {
+      ConvertToBf16(x, m * k, xb);
+    } else {
+      for (int64_t i = 0; i < m; ++i) {
+        ConvertToBf16(x + i * k, k, xb + i * k_step);
+        std::fill(xb + i * k_step + k, xb + (i + 1) * k_step, uint16_t{0});
+      }
+    }
+    std::fill(xb + m * k_step, xb + rows * k_step, uint16_t{0});
+    AmxBf16Gemm(bf16_layout_, static_cast<const uint16_t*>(gemv_weights_), xb, m, k_step, y, n);
+    return absl::OkStatus();
+  }
   if (type_ == WeightType::kBf16) {
     const int64_t k_even = (k + 1) / 2 * 2;  // The kernel reads whole K pairs.
     if (UsesBf16Fma(m)) {

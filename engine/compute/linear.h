@@ -119,13 +119,13 @@ class Linear {
   // With Bf16GemvFma (CPUs whose f32 FMA rate is above their vdpbf16ps rate) the kernel beats
   // oneDNN's vdpbf16ps brgemm further: measured on Intel Xeon (Sapphire Rapids class).
   static constexpr int64_t kDefaultBf16GemvMaxRows = 8;
-  static constexpr int64_t kDefaultBf16FmaGemvMaxRows = kMaxBucketRows;
   static constexpr int64_t kDefaultInt8GemvMaxRows = 4;
+  // With AMX (kAmx) every row count runs AmxBf16Gemm: oneDNN's AMX brgemm is not
+  // batch-invariant (amx_bf16_gemm.h).
   static int64_t DefaultGemvMaxRows(WeightType type,
                                     Bf16GemvMethod method = Bf16GemvMethod::kDot) {
     if (type == WeightType::kBf16) {
-      return method == Bf16GemvMethod::kFma ? kDefaultBf16FmaGemvMaxRows
-                                            : kDefaultBf16GemvMaxRows;
+      return method == Bf16GemvMethod::kDot ? kDefaultBf16GemvMaxRows : kMaxBucketRows;
     }
     return type == WeightType::kInt8 ? kDefaultInt8GemvMaxRows : 0;
   }
@@ -143,7 +143,8 @@ class Linear {
   void SetBf16GemvMethod(Bf16GemvMethod method);
 
   // The implementation used for an m-row chunk: "bf16_gemv:avx512_bf16" (Bf16Gemv),
-  // "bf16_gemv:avx512_fma" (Bf16GemvFma) or "int8_gemv:avx512_vnni" for the kernels, else oneDNN's impl_info_str of the primitive,
+  // "bf16_gemv:avx512_fma" (Bf16GemvFma), "bf16_gemv:amx_bf16" (AmxBf16Gemm) or
+  // "int8_gemv:avx512_vnni" for the kernels, else oneDNN's impl_info_str of the primitive,
   // creating it if needed, e.g. "brg:avx512_core". An "error: ..." string if that fails.
   // For tests and benchmarks.
   std::string ImplName(int64_t m);

@@ -14,6 +14,7 @@
 #include <tuple>
 #include <vector>
 
+#include "engine/compute/amx_bf16_gemm.h"
 #include "engine/compute/device.h"
 #include "engine/compute/linear.h"
 #include "engine/compute/ops.h"
@@ -127,16 +128,17 @@ void LinearDramArgs(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_Linear)->Name("BM_LinearDram")->Apply(LinearDramArgs)->UseRealTime()->MinTime(0.5);
 
 // Decode at TinyLlama-1.1B shapes, weights streamed from DRAM (enough distinct copies of the
-// matrix for >= 128 MB per cycle, more than any L3): the Bf16Gemv / Int8Gemv kernel against
+// matrix for >= 640 MB per cycle, more than the L3 of any machine seen: up to 480 MB): the Bf16Gemv / Int8Gemv kernel against
 // oneDNN's brgemm on the same packed weights, to place Linear::DefaultGemvMaxRows.
 // weightGBps is the figure to hold against the machine's read bandwidth (bench/stream_triad.cc).
-// Args: {path (0 oneDNN, 1 kernel, 2 bf16 kernel with FMAs: Bf16GemvFma), N (out), K (in), M (rows), type (1 bf16, 2 int8)}.
+// Args: {path (0 oneDNN, 1 kernel, 2 bf16 kernel with FMAs: Bf16GemvFma, 3 bf16 on AMX:
+// AmxBf16Gemm), N (out), K (in), M (rows), type (1 bf16, 2 int8)}.
 void BM_GemvDecode(benchmark::State& state) {
   const bool kernel = state.range(0) >= 1;
   const int64_t n = state.range(1), k = state.range(2), m = state.range(3);
   const WeightType type = TypeArg(state.range(4));
   const double weight_bytes = BytesPerWeight(type) * static_cast<double>(n) * k;
-  const int copies = std::max(1, static_cast<int>(std::ceil(128e6 / weight_bytes)));
+  const int copies = std::max(1, static_cast<int>(std::ceil(640e6 / weight_bytes)));
   std::vector<Linear*> linears;
   for (int c = 0; c < copies; ++c) {
     Linear& linear = GetLinear(type, n, k, c);
@@ -145,6 +147,13 @@ void BM_GemvDecode(benchmark::State& state) {
       return;
     }
     linear.SetGemvMaxRows(kernel ? m : 0);
+    if (state.range(0) == 3) {
+      if (!AmxBf16Available()) {
+        state.SkipWithError("no AMX on this CPU");
+        return;
+      }
+      linear.SetBf16GemvMethod(Bf16GemvMethod::kAmx);
+    }
     if (state.range(0) == 2) linear.SetBf16GemvMethod(Bf16GemvMethod::kFma);
     if (state.range(0) == 1) linear.SetBf16GemvMethod(Bf16GemvMethod::kDot);
     linears.push_back(&linear);
@@ -176,7 +185,7 @@ void GemvDecodeArgs(benchmark::internal::Benchmark* b, int type) {
   const int64_t shapes[][2] = {{2560, 2048}, {11264, 2048}, {2048, 5632}, {32000, 2048}};
   for (const auto& s : shapes) {
     for (int64_t m : {1, 2, 3, 4, 6, 8, 12, 16, 64, 256}) {
-      for (int path : {0, 1, 2}) {
+      for (int path : {0, 1, 2, 3}) {
         if (path < 2 || type == 1) b->Args({path, s[0], s[1], m, type});
       }
     }
