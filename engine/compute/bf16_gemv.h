@@ -81,7 +81,7 @@ void Bf16GemvFma(const Bf16PackedLayout& layout, const uint16_t* w, const float*
                  int64_t x_stride, float* y, int64_t y_stride);
 
 // How Linear runs a bf16 chunk on the kernel path: Bf16Gemv (kDot), Bf16GemvFma (kFma), or,
-// on CPUs with AMX, AmxBf16Gemm for every row count (kAmx, see amx_bf16_gemm.h).
+// on CPUs with AMX, AmxBf16Gemm for every row count (kAmx, see amx_gemm.h).
 enum class Bf16GemvMethod { kDot, kFma, kAmx };
 // kFma when this CPU's f32 FMA rate is clearly (>1.25x) above its vdpbf16ps rate, measured once
 // (a few ms, first call); kDot otherwise, and always when Bf16GemvAvailable() is false.

@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
 #include "engine/common/status_macros.h"
-#include "engine/compute/amx_bf16_gemm.h"
+#include "engine/compute/amx_gemm.h"
 
 // GCC 12 reports false -W(maybe-)uninitialized errors inside its own AVX-512 intrinsic headers (the
 // `_mm512_undefined_*()` pass-through operand of unmasked intrinsics) once they are inlined.
@@ -394,7 +394,9 @@ void Linear::EnableGemvIfSupported(std::string_view onednn_impl) {
   // bit-identical across batch sizes, AmxBf16Gemm takes every row count (the packed layout is
   // the same family); a DNNL_MAX_CPU_ISA cap below AMX turns it off with oneDNN's. Any other
   // implementation keeps everything on oneDNN. int8 sums are exact in any order.
-  const bool amx = bf16 && onednn_impl == "brg:avx512_core_amx_bf16" && AmxBf16Available();
+  // int8 on AMX CPUs: AmxInt8Gemm serves every chunk from kDefaultInt8AmxMinRows rows.
+  const bool amx = bf16 ? onednn_impl == "brg:avx512_core_amx_bf16" && AmxBf16Available()
+                        : onednn_impl == "brg:avx512_core_amx_int8" && AmxInt8Available();
   if (bf16 ? !amx && (!Bf16GemvAvailable() || onednn_impl != "brg:avx512_core_bf16")
            : !Int8GemvAvailable()) {
     return;
@@ -427,7 +429,7 @@ void Linear::EnableGemvIfSupported(std::string_view onednn_impl) {
     layout.n_block = nb;
     layout.n_block_stride = blk.strides[1];
     layout.k_chunk = Bf16GemvChunkRows(in_features_);
-    if (!Bf16GemvSupportsLayout(layout)) return;
+    if (!Bf16GemvSupportsLayout(layout) || (amx && !AmxBf16SupportsLayout(layout))) return;
     bf16_layout_ = layout;
   } else {
     Int8PackedLayout layout;
@@ -437,10 +439,25 @@ void Linear::EnableGemvIfSupported(std::string_view onednn_impl) {
     layout.n_block_stride = blk.strides[1];  // Elements are bytes.
     if (!Int8GemvSupportsLayout(layout)) return;
     int8_layout_ = layout;
+    if (amx && AmxInt8SupportsLayout(layout)) int8_amx_min_rows_ = kDefaultInt8AmxMinRows;
   }
   gemv_weights_ = handle;
   if (bf16) bf16_method_ = amx ? Bf16GemvMethod::kAmx : FasterBf16GemvMethod();
-  gemv_max_rows_ = DefaultGemvMaxRows(type_, bf16_method_);
+  gemv_max_rows_ = default_gemv_max_rows();
+}
+
+int64_t Linear::default_gemv_max_rows() const {
+  if (gemv_weights_ == nullptr) return 0;
+  if (type_ == WeightType::kBf16) return DefaultGemvMaxRows(type_, bf16_method_);
+  return int8_amx_min_rows_ <= kMaxBucketRows ? kDefaultInt8AmxGemvMaxRows
+                                              : kDefaultInt8GemvMaxRows;
+}
+
+void Linear::SetInt8AmxMinRows(int64_t rows) {
+  if (gemv_weights_ != nullptr && type_ == WeightType::kInt8 &&
+      int8_amx_min_rows_ <= kMaxBucketRows) {
+    int8_amx_min_rows_ = std::clamp<int64_t>(rows, 1, kMaxBucketRows + 1);
+  }
 }
 
 void Linear::SetBf16GemvMethod(Bf16GemvMethod method) {
@@ -500,7 +517,10 @@ absl::StatusOr<Linear::Bucket*> Linear::GetBucket(int64_t rows) {
 std::string Linear::ImplName(int64_t m) {
   if (m < 1) return "error: m must be positive";
   if (std::min(m, kMaxBucketRows) <= gemv_max_rows_) {
-    if (type_ == WeightType::kInt8) return "int8_gemv:avx512_vnni";
+    if (type_ == WeightType::kInt8) {
+      return std::min(m, kMaxBucketRows) >= int8_amx_min_rows_ ? "int8_gemv:amx_int8"
+                                                               : "int8_gemv:avx512_vnni";
+    }
     if (bf16_method_ == Bf16GemvMethod::kAmx) return "bf16_gemv:amx_bf16";
     return UsesBf16Fma(std::min(m, kMaxBucketRows)) ? "bf16_gemv:avx512_fma"
                                                     : "bf16_gemv:avx512_bf16";
@@ -522,9 +542,9 @@ absl::Status Linear::Forward(const float* x, int64_t m, float* y) {
 absl::Status Linear::ForwardGemv(const float* x, int64_t m, float* y) {
   const int64_t k = in_features_, n = out_features_;
   if (type_ == WeightType::kBf16 && bf16_method_ == Bf16GemvMethod::kAmx) {
-    // Rows padded to whole K steps with zeros, and to whole tiles (AmxBf16PaddedRows).
+    // Rows padded to whole K steps with zeros, and to whole tiles (AmxPaddedRows).
     const int64_t k_step = (k + kAmxBf16KStep - 1) / kAmxBf16KStep * kAmxBf16KStep;
-    const int64_t rows = AmxBf16PaddedRows(m);
+    const int64_t rows = AmxPaddedRows(m);
     KV_RETURN_IF_ERROR(device_.workspace().Reserve(sizeof(uint16_t) * rows * k_step));
     auto* xb = reinterpret_cast<uint16_t*>(device_.workspace().data());
     if (k_step == k) {
@@ -564,9 +584,13 @@ absl::Status Linear::ForwardGemv(const float* x, int64_t m, float* y) {
     Bf16Gemv(bf16_layout_, static_cast<const uint16_t*>(gemv_weights_), xb, m, k_even, y, n);
     return absl::OkStatus();
   }
-  // kInt8: quantise as for oneDNN, s32 product by the kernel, the same post pass.
-  const int64_t k_quad = (k + 3) / 4 * 4;  // The kernel reads whole K quads.
-  const size_t x_bytes = AlignUp(static_cast<size_t>(m * k_quad));
+  // kInt8: quantise as for oneDNN, s32 product by the kernel, the same post pass. AMX reads
+  // whole K steps and whole 16-row tiles (AmxPaddedRows), Int8Gemv whole K quads.
+  const bool amx = m >= int8_amx_min_rows_;
+  const int64_t k_quad = amx ? (k + kAmxInt8KStep - 1) / kAmxInt8KStep * kAmxInt8KStep
+                             : (k + 3) / 4 * 4;
+  const int64_t x_rows = amx ? AmxPaddedRows(m) : m;
+  const size_t x_bytes = AlignUp(static_cast<size_t>(x_rows * k_quad));
   KV_RETURN_IF_ERROR(device_.workspace().Reserve(x_bytes + sizeof(int32_t) * m * n));
   uint8_t* const workspace = device_.workspace().data();
   uint8_t* xq = workspace;
@@ -580,7 +604,12 @@ absl::Status Linear::ForwardGemv(const float* x, int64_t m, float* y) {
       std::memset(xq + i * k_quad + k, 128, k_quad - k);
     }
   }
-  Int8Gemv(int8_layout_, static_cast<const int8_t*>(gemv_weights_), xq, m, k_quad, acc, n);
+  if (amx) {
+    std::memset(xq + m * k_quad, 128, (x_rows - m) * k_quad);
+    AmxInt8Gemm(int8_layout_, static_cast<const int8_t*>(gemv_weights_), xq, m, k_quad, acc, n);
+  } else {
+    Int8Gemv(int8_layout_, static_cast<const int8_t*>(gemv_weights_), xq, m, k_quad, acc, n);
+  }
   DequantizeRows(acc, m, n, w_compensation_.data(), w_scales_.data(), x_scales_.data(), y);
   return absl::OkStatus();
 }

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/compute/amx_bf16_gemm.h"
+#include "engine/compute/amx_gemm.h"
 #include "engine/compute/device.h"
 #include "engine/compute/linear.h"
 #include "engine/compute/reference_ops.h"
@@ -180,7 +180,7 @@ TEST_P(AmxBf16GemmTest, MatchesReferenceAndRowsDoNotDependOnTheBatch) {
   const std::vector<float> x = RoundToBf16(RandomVector(kMaxM * k, 1234));
   // Rows [0, m) hold x (zero from k to the stride), the rows after them NaN.
   auto rows_of_x = [&](int64_t first, int64_t m) {
-    std::vector<uint16_t> xb(AmxBf16PaddedRows(m) * x_stride, 0x7fc0);
+    std::vector<uint16_t> xb(AmxPaddedRows(m) * x_stride, 0x7fc0);
     for (int64_t r = 0; r < m; ++r) {
       std::fill(xb.begin() + r * x_stride, xb.begin() + (r + 1) * x_stride, uint16_t{0});
       for (int64_t i = 0; i < k; ++i) xb[r * x_stride + i] = FloatToBf16(x[(first + r) * k + i]);
@@ -291,7 +291,7 @@ TEST_P(LinearGemvTest, KernelEqualsOneDnnBitForBit) {
   }
   if ((*linear)->bf16_gemv_method() == Bf16GemvMethod::kAmx) {
     GTEST_SKIP() << "oneDNN runs AMX here, whose order Bf16Gemv does not reproduce: AmxBf16Gemm "
-                    "takes every row count (amx_bf16_gemm_test.cc)";
+                    "takes every row count (bf16_gemv_test.cc)";
   }
   EXPECT_EQ((*linear)->bf16_gemv_method(), FasterBf16GemvMethod());
   EXPECT_EQ((*linear)->gemv_max_rows(),

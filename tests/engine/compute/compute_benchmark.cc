@@ -14,7 +14,7 @@
 #include <tuple>
 #include <vector>
 
-#include "engine/compute/amx_bf16_gemm.h"
+#include "engine/compute/amx_gemm.h"
 #include "engine/compute/device.h"
 #include "engine/compute/linear.h"
 #include "engine/compute/ops.h"
@@ -131,8 +131,8 @@ BENCHMARK(BM_Linear)->Name("BM_LinearDram")->Apply(LinearDramArgs)->UseRealTime(
 // matrix for >= 640 MB per cycle, more than the L3 of any machine seen: up to 480 MB): the Bf16Gemv / Int8Gemv kernel against
 // oneDNN's brgemm on the same packed weights, to place Linear::DefaultGemvMaxRows.
 // weightGBps is the figure to hold against the machine's read bandwidth (bench/stream_triad.cc).
-// Args: {path (0 oneDNN, 1 kernel, 2 bf16 kernel with FMAs: Bf16GemvFma, 3 bf16 on AMX:
-// AmxBf16Gemm), N (out), K (in), M (rows), type (1 bf16, 2 int8)}.
+// Args: {path (0 oneDNN, 1 kernel, 2 bf16 kernel with FMAs: Bf16GemvFma, 3 AMX:
+// AmxBf16Gemm / AmxInt8Gemm), N (out), K (in), M (rows), type (1 bf16, 2 int8)}.
 void BM_GemvDecode(benchmark::State& state) {
   const bool kernel = state.range(0) >= 1;
   const int64_t n = state.range(1), k = state.range(2), m = state.range(3);
@@ -140,19 +140,27 @@ void BM_GemvDecode(benchmark::State& state) {
   const double weight_bytes = BytesPerWeight(type) * static_cast<double>(n) * k;
   const int copies = std::max(1, static_cast<int>(std::ceil(640e6 / weight_bytes)));
   std::vector<Linear*> linears;
+  Bf16GemvMethod created_method = Bf16GemvMethod::kDot;
+  int64_t created_amx_min_rows = 0;
   for (int c = 0; c < copies; ++c) {
     Linear& linear = GetLinear(type, n, k, c);
+    created_method = linear.bf16_gemv_method();  // The same for every copy.
+    created_amx_min_rows = linear.int8_amx_min_rows();
     if (kernel && linear.gemv_max_rows() == 0) {
       state.SkipWithError("no decode kernel for this type on this CPU");
       return;
     }
     linear.SetGemvMaxRows(kernel ? m : 0);
     if (state.range(0) == 3) {
-      if (!AmxBf16Available()) {
+      if (type == WeightType::kBf16 ? !AmxBf16Available()
+                                    : linear.int8_amx_min_rows() > Linear::kMaxBucketRows) {
         state.SkipWithError("no AMX on this CPU");
         return;
       }
       linear.SetBf16GemvMethod(Bf16GemvMethod::kAmx);
+      linear.SetInt8AmxMinRows(1);
+    } else {
+      linear.SetInt8AmxMinRows(Linear::kMaxBucketRows + 1);  // Int8Gemv / oneDNN only.
     }
     if (state.range(0) == 2) linear.SetBf16GemvMethod(Bf16GemvMethod::kFma);
     if (state.range(0) == 1) linear.SetBf16GemvMethod(Bf16GemvMethod::kDot);
@@ -174,8 +182,9 @@ void BM_GemvDecode(benchmark::State& state) {
   state.SetLabel(linears[0]->ImplName(m));
   // Leave the shared Linears as Create made them for the other benchmarks.
   for (Linear* linear : linears) {
-    linear->SetBf16GemvMethod(FasterBf16GemvMethod());
-    linear->SetGemvMaxRows(Linear::DefaultGemvMaxRows(type, linear->bf16_gemv_method()));
+    linear->SetBf16GemvMethod(created_method);
+    linear->SetInt8AmxMinRows(created_amx_min_rows);
+    linear->SetGemvMaxRows(linear->default_gemv_max_rows());
   }
 }
 
@@ -186,7 +195,7 @@ void GemvDecodeArgs(benchmark::internal::Benchmark* b, int type) {
   for (const auto& s : shapes) {
     for (int64_t m : {1, 2, 3, 4, 6, 8, 12, 16, 64, 256}) {
       for (int path : {0, 1, 2, 3}) {
-        if (path < 2 || type == 1) b->Args({path, s[0], s[1], m, type});
+        if (path != 2 || type == 1) b->Args({path, s[0], s[1], m, type});
       }
     }
   }

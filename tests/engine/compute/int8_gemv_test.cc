@@ -131,7 +131,7 @@ TEST_P(LinearInt8GemvTest, KernelEqualsOneDnnBitForBit) {
   const int64_t n = GetParam().n, k = GetParam().k;
   std::mt19937 rng(static_cast<uint32_t>(n + 3 * k));
   std::uniform_real_distribution<float> dist(-1, 1);
-  std::vector<float> w(n * k), x(12 * k);
+  std::vector<float> w(n * k), x(35 * k);  // Up to kMaxM rows below.
   for (float& v : w) v = dist(rng);
   for (float& v : x) v = dist(rng);
   TensorData t;
@@ -146,16 +146,25 @@ TEST_P(LinearInt8GemvTest, KernelEqualsOneDnnBitForBit) {
     GTEST_SKIP() << "Int8Gemv not used here: layout " << (*linear)->WeightsLayout()
                  << ", AVX512-VNNI " << Int8GemvAvailable();
   }
-  for (int64_t m = 1; m <= 12; ++m) {
-    SCOPED_TRACE("m = " + std::to_string(m));
-    std::vector<float> kernel(m * n), onednn(m * n);
-    (*linear)->SetGemvMaxRows(12);
-    ASSERT_EQ((*linear)->ImplName(m), "int8_gemv:avx512_vnni");
-    ASSERT_TRUE((*linear)->Forward(x.data(), m, kernel.data()).ok());
-    (*linear)->SetGemvMaxRows(0);
-    ASSERT_EQ((*linear)->ImplName(m).rfind("brg:", 0), 0u) << (*linear)->ImplName(m);
-    ASSERT_TRUE((*linear)->Forward(x.data(), m, onednn.data()).ok());
-    EXPECT_EQ(std::memcmp(kernel.data(), onednn.data(), kernel.size() * sizeof(float)), 0);
+  // On AMX CPUs the rows from int8_amx_min_rows() up run AmxInt8Gemm (amx_gemm.h): checked
+  // with the default split and with AMX for every row count, up to several 16-row tiles.
+  std::vector<int64_t> amx_min_rows = {(*linear)->int8_amx_min_rows()};
+  if (amx_min_rows[0] <= Linear::kMaxBucketRows) amx_min_rows.push_back(1);
+  constexpr int64_t kMaxM = 35;
+  for (int64_t amx_from : amx_min_rows) {
+    (*linear)->SetInt8AmxMinRows(amx_from);
+    for (int64_t m = 1; m <= kMaxM; m += m < 18 ? 1 : 17) {
+      SCOPED_TRACE("m = " + std::to_string(m) + ", AMX from " + std::to_string(amx_from));
+      std::vector<float> kernel(m * n), onednn(m * n);
+      (*linear)->SetGemvMaxRows(kMaxM);
+      ASSERT_EQ((*linear)->ImplName(m),
+                m >= (*linear)->int8_amx_min_rows() ? "int8_gemv:amx_int8" : "int8_gemv:avx512_vnni");
+      ASSERT_TRUE((*linear)->Forward(x.data(), m, kernel.data()).ok());
+      (*linear)->SetGemvMaxRows(0);
+      ASSERT_EQ((*linear)->ImplName(m).rfind("brg:", 0), 0u) << (*linear)->ImplName(m);
+      ASSERT_TRUE((*linear)->Forward(x.data(), m, onednn.data()).ok());
+      EXPECT_EQ(std::memcmp(kernel.data(), onednn.data(), kernel.size() * sizeof(float)), 0);
+    }
   }
 }
 
