@@ -23,6 +23,10 @@
 //   It accumulates in oneDNN's order, so results are bit-identical either way. kInt8 likewise
 //   runs Int8Gemv (int8_gemv.h, AVX512-VNNI) on oneDNN's "BA16a<nb>b4a" s8 weights; its s32
 //   sums are exact, so they too are the same bits as oneDNN's.
+// - On CPUs with AMX (where oneDNN picks its AMX brgemm): bf16 runs AmxBf16Gemm for EVERY row
+//   count (oneDNN's AMX results for a row change with the batch size, ours do not), and int8
+//   chunks from kDefaultInt8AmxMinRows rows run AmxInt8Gemm (amx_gemm.h), both on the same
+//   packed weights, prefetching the weight stream.
 // - int8 (kInt8): the weights are quantised once per output channel (symmetric s8, scale =
 //   max|w_row| / 127) and the activations per row (per token) on every call (symmetric,
 //   scale = max|x_row| / 127, stored as u8 = q + 128 because VNNI multiplies u8 by s8). The

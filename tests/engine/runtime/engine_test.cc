@@ -183,12 +183,17 @@ TEST(EngineReferenceTest, FirstPositionLogitsAgreeWithinOnePerMille) {
   }
 }
 
-// Batch invariance: a request's greedy tokens do not depend on what runs beside it.
-TEST(EngineBatchingTest, GreedyOutputIsTheSameAloneAndAmong31Others) {
+// Batch invariance: a request's greedy tokens do not depend on what runs beside it, with each
+// weight type (each has its own matmul kernels: AMX ones on CPUs that have it).
+class EngineBatchingWeightTest : public ::testing::TestWithParam<WeightType> {};
+
+TEST_P(EngineBatchingWeightTest, GreedyOutputIsTheSameAloneAndAmong31Others) {
   EngineOptions options = GgufOptions();
   options.max_batch_tokens = 512;
   options.default_kv_sequences = 40;
+  options.weight_type = GetParam();
   auto engine = MakeEngine(options);
+  ASSERT_EQ(engine->weight_type(), GetParam());
   std::mt19937 rng(7);
   std::vector<std::vector<TokenId>> prompts;
   for (int i = 0; i < 32; ++i) {
@@ -204,6 +209,10 @@ TEST(EngineBatchingTest, GreedyOutputIsTheSameAloneAndAmong31Others) {
     EXPECT_EQ(together[i], alone[0]) << "prompt " << i;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(WeightTypes, EngineBatchingWeightTest,
+                         ::testing::Values(WeightType::kF32, WeightType::kBf16, WeightType::kInt8),
+                         [](const auto& info) { return std::string(WeightTypeName(info.param)); });
 
 // bf16 / int8 KV on the bundled model: greedy continuations of 32 prompts (random tokens
 // after BOS, 2..91 long) and of the llama.cpp reference prompts, 48 tokens each, against the
