@@ -539,6 +539,25 @@ absl::Status Linear::Forward(const float* x, int64_t m, float* y) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// x{m, k} f32 -> `rows` rows of `stride` bf16 at dst: elements k..stride of each row and rows
+// m..rows are 0 (the kernels read whole K pairs / tile steps and whole tiles).
+void ConvertRowsToBf16(const float* x, int64_t m, int64_t k, int64_t stride, int64_t rows,
+                       uint16_t* dst) {
+  if (stride == k) {
+    ConvertToBf16(x, m * k, dst);
+  } else {
+    for (int64_t i = 0; i < m; ++i) {
+      ConvertToBf16(x + i * k, k, dst + i * stride);
+      std::fill(dst + i * stride + k, dst + (i + 1) * stride, uint16_t{0});
+    }
+  }
+  std::fill(dst + m * stride, dst + rows * stride, uint16_t{0});
+}
+
+}  // namespace
+
 absl::Status Linear::ForwardGemv(const float* x, int64_t m, float* y) {
   const int64_t k = in_features_, n = out_features_;
   if (type_ == WeightType::kBf16 && bf16_method_ == Bf16GemvMethod::kAmx) {
@@ -547,15 +566,7 @@ absl::Status Linear::ForwardGemv(const float* x, int64_t m, float* y) {
     const int64_t rows = AmxPaddedRows(m);
     KV_RETURN_IF_ERROR(device_.workspace().Reserve(sizeof(uint16_t) * rows * k_step));
     auto* xb = reinterpret_cast<uint16_t*>(device_.workspace().data());
-    if (k_step == k) {
-      ConvertToBf16(x, m * k, xb);
-    } else {
-      for (int64_t i = 0; i < m; ++i) {
-        ConvertToBf16(x + i * k, k, xb + i * k_step);
-        std::fill(xb + i * k_step + k, xb + (i + 1) * k_step, uint16_t{0});
-      }
-    }
-    std::fill(xb + m * k_step, xb + rows * k_step, uint16_t{0});
+    ConvertRowsToBf16(x, m, k, k_step, rows, xb);
     AmxBf16Gemm(bf16_layout_, static_cast<const uint16_t*>(gemv_weights_), xb, m, k_step, y, n);
     return absl::OkStatus();
   }
@@ -573,14 +584,7 @@ absl::Status Linear::ForwardGemv(const float* x, int64_t m, float* y) {
     }
     KV_RETURN_IF_ERROR(device_.workspace().Reserve(sizeof(uint16_t) * m * k_even));
     auto* xb = reinterpret_cast<uint16_t*>(device_.workspace().data());
-    if (k_even == k) {
-      ConvertToBf16(x, m * k, xb);
-    } else {
-      for (int64_t i = 0; i < m; ++i) {
-        ConvertToBf16(x + i * k, k, xb + i * k_even);
-        xb[i * k_even + k] = 0;
-      }
-    }
+    ConvertRowsToBf16(x, m, k, k_even, m, xb);
     Bf16Gemv(bf16_layout_, static_cast<const uint16_t*>(gemv_weights_), xb, m, k_even, y, n);
     return absl::OkStatus();
   }

@@ -84,18 +84,33 @@ class Bf16GemvTest : public ::testing::TestWithParam<GemvCase> {
   }
 };
 
+// A case's random weights packed by the documented layout, with their bf16-rounded values and
+// those values' magnitudes (for the reference and the tolerance).
+struct PackedWeights {
+  Bf16PackedLayout layout;
+  std::vector<uint16_t> packed;
+  std::vector<float> rounded;
+  std::vector<float> abs;
+};
+
+PackedWeights PackCase(const GemvCase& c) {
+  const std::vector<float> w = RandomVector(c.n * c.k, static_cast<uint32_t>(c.n * 31 + c.k));
+  PackedWeights p;
+  p.packed = Pack(w, c.n, c.k, c.nb, /*slack=*/32, &p.layout);
+  p.rounded = RoundToBf16(w);
+  p.abs.resize(w.size());
+  for (size_t i = 0; i < w.size(); ++i) p.abs[i] = std::fabs(p.rounded[i]);
+  return p;
+}
+
 TEST_P(Bf16GemvTest, MatchesReferenceOnBf16RoundedInputs) {
   const auto [n, k, nb] = GetParam();
-  const std::vector<float> w = RandomVector(n * k, static_cast<uint32_t>(n * 31 + k));
-  Bf16PackedLayout layout;
-  const std::vector<uint16_t> packed = Pack(w, n, k, nb, /*slack=*/32, &layout);
+  const PackedWeights pw = PackCase(GetParam());
+  const Bf16PackedLayout& layout = pw.layout;
+  const std::vector<uint16_t>& packed = pw.packed;
   ASSERT_TRUE(Bf16GemvSupportsLayout(layout));
-  const std::vector<float> w_rounded = RoundToBf16(w);
-  const std::vector<float> w_abs = [&] {
-    std::vector<float> a(w.size());
-    for (size_t i = 0; i < w.size(); ++i) a[i] = std::fabs(w_rounded[i]);
-    return a;
-  }();
+  const std::vector<float>& w_rounded = pw.rounded;
+  const std::vector<float>& w_abs = pw.abs;
   const int64_t x_stride = (k + 1) / 2 * 2 + 6;  // Even, with room beyond the row.
   for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 13, 16}) {
     SCOPED_TRACE("m = " + std::to_string(m));
@@ -168,13 +183,12 @@ class AmxBf16GemmTest : public ::testing::TestWithParam<GemvCase> {
 
 TEST_P(AmxBf16GemmTest, MatchesReferenceAndRowsDoNotDependOnTheBatch) {
   const auto [n, k, nb] = GetParam();
-  const std::vector<float> w = RandomVector(n * k, static_cast<uint32_t>(n * 31 + k));
-  Bf16PackedLayout layout;
-  const std::vector<uint16_t> packed = Pack(w, n, k, nb, /*slack=*/32, &layout);
-  ASSERT_TRUE(Bf16GemvSupportsLayout(layout));
-  const std::vector<float> w_rounded = RoundToBf16(w);
-  std::vector<float> w_abs(w.size());
-  for (size_t i = 0; i < w.size(); ++i) w_abs[i] = std::fabs(w_rounded[i]);
+  const PackedWeights pw = PackCase(GetParam());
+  const Bf16PackedLayout& layout = pw.layout;
+  const std::vector<uint16_t>& packed = pw.packed;
+  ASSERT_TRUE(AmxBf16SupportsLayout(layout));
+  const std::vector<float>& w_rounded = pw.rounded;
+  const std::vector<float>& w_abs = pw.abs;
   const int64_t x_stride = (k + kAmxBf16KStep - 1) / kAmxBf16KStep * kAmxBf16KStep + 32;
   constexpr int64_t kMaxM = 53;  // Several full 16-row tiles and a partial one.
   const std::vector<float> x = RoundToBf16(RandomVector(kMaxM * k, 1234));
